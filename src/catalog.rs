@@ -1,0 +1,365 @@
+//! The `events` stream's schema, the discovered catalog, and reading stream
+//! and field selection back from a catalog file.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::{json_kind, read_json_object};
+use crate::error::{Error, Result};
+use crate::state::STREAM;
+
+/// The JSON schema of one event, compiled in from `schemas/events.json`.
+pub const EVENTS_SCHEMA: &str = include_str!("../schemas/events.json");
+
+/// The per-event key the tap derives; the stream's only key property.
+pub const KEY_FIELD: &str = "EventKey";
+/// The declared object that holds every key the schema does not name.
+pub const EXTRA_FIELD: &str = "ExtraFields";
+/// The field bookmarks are measured against.
+pub const REPLICATION_KEY: &str = "EventStart";
+
+/// The JSON type a schema field expects, used to check values cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Integer,
+    Number,
+    String,
+    DateTime,
+    Boolean,
+    Object,
+}
+
+/// One field of the schema.
+#[derive(Debug, Clone)]
+pub struct Field {
+    pub name: String,
+    pub kind: FieldKind,
+}
+
+/// The parsed schema: its JSON and its fields in order.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    pub json: Map<String, Value>,
+    pub fields: Vec<Field>,
+}
+
+impl Schema {
+    /// The compiled-in events schema.
+    pub fn events() -> Schema {
+        // The schema is part of the binary and covered by tests, so a parse
+        // failure here is a build defect, not an input error.
+        let json: Map<String, Value> =
+            serde_json::from_str(EVENTS_SCHEMA).expect("schemas/events.json is valid JSON");
+        let props = json["properties"]
+            .as_object()
+            .expect("schema has properties");
+        let fields = props
+            .iter()
+            .map(|(name, prop)| Field {
+                name: name.clone(),
+                kind: kind_of(prop),
+            })
+            .collect();
+        Schema { json, fields }
+    }
+
+    /// The schema restricted to the selected fields, for the SCHEMA message.
+    pub fn restricted(&self, selection: &Selection) -> Value {
+        let mut json = self.json.clone();
+        if let Some(Value::Object(props)) = json.get_mut("properties") {
+            props.retain(|name, _| selection.has_field(name));
+        }
+        Value::Object(json)
+    }
+
+    /// The catalog printed by `--discover`.
+    pub fn catalog(&self) -> Value {
+        let mut metadata = vec![json!({
+            "breadcrumb": [],
+            "metadata": {
+                "inclusion": "available",
+                "selected-by-default": true,
+                "table-key-properties": [KEY_FIELD],
+                "forced-replication-method": "INCREMENTAL",
+                "valid-replication-keys": [REPLICATION_KEY],
+                "replication-key": REPLICATION_KEY,
+            }
+        })];
+        for field in &self.fields {
+            let inclusion = if is_automatic(&field.name) {
+                "automatic"
+            } else {
+                "available"
+            };
+            metadata.push(json!({
+                "breadcrumb": ["properties", field.name],
+                "metadata": {"inclusion": inclusion, "selected-by-default": true}
+            }));
+        }
+        json!({
+            "streams": [{
+                "tap_stream_id": STREAM,
+                "stream": STREAM,
+                "schema": Value::Object(self.json.clone()),
+                "key_properties": [KEY_FIELD],
+                "replication_key": REPLICATION_KEY,
+                "replication_method": "INCREMENTAL",
+                "metadata": metadata,
+            }]
+        })
+    }
+}
+
+/// Fields that are always synced whatever the catalog says.
+pub fn is_automatic(field: &str) -> bool {
+    field == KEY_FIELD || field == REPLICATION_KEY
+}
+
+fn kind_of(prop: &Value) -> FieldKind {
+    let types: Vec<&str> = match &prop["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if types.contains(&"integer") {
+        FieldKind::Integer
+    } else if types.contains(&"number") {
+        FieldKind::Number
+    } else if types.contains(&"boolean") {
+        FieldKind::Boolean
+    } else if types.contains(&"object") {
+        FieldKind::Object
+    } else if prop["format"] == "date-time" {
+        FieldKind::DateTime
+    } else {
+        FieldKind::String
+    }
+}
+
+/// What to sync: whether the stream is selected and which fields.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub stream: bool,
+    fields: BTreeSet<String>,
+}
+
+impl Selection {
+    /// Every field of the schema: the behaviour without a catalog.
+    pub fn all(schema: &Schema) -> Selection {
+        Selection {
+            stream: true,
+            fields: schema.fields.iter().map(|f| f.name.clone()).collect(),
+        }
+    }
+
+    /// Whether a field is in the output.
+    pub fn has_field(&self, name: &str) -> bool {
+        self.fields.contains(name)
+    }
+
+    /// Reads selection from a catalog file.
+    pub fn from_catalog_file(path: &Path, schema: &Schema) -> Result<Selection> {
+        let map = read_json_object(path, "catalog")?;
+        Selection::from_catalog(&map, schema)
+            .map_err(|why| Error::Input(format!("catalog file '{}': {why}", path.display())))
+    }
+
+    fn from_catalog(catalog: &Map<String, Value>, schema: &Schema) -> std::result::Result<Selection, String> {
+        let streams = match catalog.get("streams") {
+            Some(Value::Array(streams)) => streams,
+            Some(other) => {
+                return Err(format!(
+                    "key 'streams' must be an array, not a {}",
+                    json_kind(other)
+                ));
+            }
+            None => return Err("key 'streams' is missing".to_string()),
+        };
+        let mut found: Option<Selection> = None;
+        for (i, entry) in streams.iter().enumerate() {
+            let Value::Object(entry) = entry else {
+                return Err(format!("streams[{i}] must be an object"));
+            };
+            let id = entry
+                .get("tap_stream_id")
+                .or_else(|| entry.get("stream"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("streams[{i}] has no 'tap_stream_id'"))?;
+            let metadata = parse_metadata(entry, i)?;
+            let stream_md = metadata.iter().find(|(crumb, _)| crumb.is_empty());
+            let legacy_flag = entry
+                .get("selected")
+                .or_else(|| entry.get("schema").and_then(|s| s.get("selected")));
+            let stream_selected = stream_md
+                .and_then(|(_, md)| flag(md.get("selected")))
+                .or_else(|| flag(legacy_flag))
+                .or_else(|| stream_md.and_then(|(_, md)| flag(md.get("selected-by-default"))))
+                .unwrap_or(false);
+
+            if id != STREAM {
+                if stream_selected {
+                    return Err(format!(
+                        "stream '{id}' is selected but this tap has no such stream (it has: {STREAM})"
+                    ));
+                }
+                tracing::warn!("catalog: ignoring unknown, unselected stream '{id}'");
+                continue;
+            }
+
+            let mut fields = BTreeSet::new();
+            for field in &schema.fields {
+                let md = metadata.iter().find(|(crumb, _)| {
+                    crumb.len() == 2 && crumb[0] == "properties" && crumb[1] == field.name
+                });
+                let selected = if is_automatic(&field.name) {
+                    true
+                } else if let Some((_, md)) = md {
+                    match md.get("inclusion").and_then(Value::as_str) {
+                        Some("automatic") => true,
+                        Some("unsupported") => false,
+                        _ => flag(md.get("selected"))
+                            .or_else(|| flag(md.get("selected-by-default")))
+                            .unwrap_or(stream_selected),
+                    }
+                } else {
+                    // Without an entry the field follows its stream, as Meltano SDK taps do.
+                    stream_selected
+                };
+                if selected {
+                    fields.insert(field.name.clone());
+                }
+            }
+            for (crumb, md) in &metadata {
+                if crumb.len() == 2
+                    && crumb[0] == "properties"
+                    && !schema.fields.iter().any(|f| f.name == crumb[1])
+                    && flag(md.get("selected")) == Some(true)
+                {
+                    return Err(format!(
+                        "stream '{id}' selects field '{}', which the events schema does not have; run --discover for the current field list",
+                        crumb[1]
+                    ));
+                }
+            }
+            found = Some(Selection {
+                stream: stream_selected,
+                fields,
+            });
+        }
+        Ok(found.unwrap_or(Selection {
+            stream: false,
+            fields: BTreeSet::new(),
+        }))
+    }
+}
+
+type Metadata = Vec<(Vec<String>, Map<String, Value>)>;
+
+fn parse_metadata(entry: &Map<String, Value>, i: usize) -> std::result::Result<Metadata, String> {
+    let list = match entry.get("metadata") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(format!("streams[{i}].metadata must be an array")),
+    };
+    let mut out = Vec::with_capacity(list.len());
+    for (j, item) in list.iter().enumerate() {
+        let crumb = item.get("breadcrumb").and_then(Value::as_array).ok_or_else(|| {
+            format!("streams[{i}].metadata[{j}] has no 'breadcrumb' array")
+        })?;
+        let crumb = crumb
+            .iter()
+            .map(|c| c.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("streams[{i}].metadata[{j}].breadcrumb must hold strings"))?;
+        let md = match item.get("metadata") {
+            Some(Value::Object(md)) => md.clone(),
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(format!("streams[{i}].metadata[{j}].metadata must be an object")),
+        };
+        out.push((crumb, md));
+    }
+    Ok(out)
+}
+
+/// A selection flag: `true`/`false`, or the strings old tools wrote.
+fn flag(value: Option<&Value>) -> Option<bool> {
+    match value? {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn select(catalog: Value) -> std::result::Result<Selection, String> {
+        Selection::from_catalog(catalog.as_object().unwrap(), &Schema::events())
+    }
+
+    #[test]
+    fn schema_has_every_documented_field_with_types() {
+        let schema = Schema::events();
+        let kind = |n: &str| schema.fields.iter().find(|f| f.name == n).unwrap().kind;
+        assert_eq!(kind("UserId"), FieldKind::Integer);
+        assert_eq!(kind("EventStart"), FieldKind::DateTime);
+        assert_eq!(kind("EventCumulativeLayoutShift"), FieldKind::Number);
+        assert_eq!(kind("PageUrl"), FieldKind::String);
+        assert_eq!(kind(EXTRA_FIELD), FieldKind::Object);
+        assert_eq!(schema.fields.len(), 72);
+    }
+
+    #[test]
+    fn discovered_catalog_selects_everything_when_fed_back() {
+        let schema = Schema::events();
+        let mut catalog = schema.catalog();
+        catalog["streams"][0]["metadata"][0]["metadata"]["selected"] = json!(true);
+        let sel = select(catalog).unwrap();
+        assert!(sel.stream);
+        assert!(schema.fields.iter().all(|f| sel.has_field(&f.name)));
+    }
+
+    #[test]
+    fn field_selection_keeps_automatic_fields() {
+        let sel = select(json!({"streams": [{"tap_stream_id": "events", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": "true"}},
+            {"breadcrumb": ["properties", "PageUrl"], "metadata": {"selected": false}},
+            {"breadcrumb": ["properties", "EventKey"], "metadata": {"selected": false}},
+            {"breadcrumb": ["properties", "UserId"], "metadata": {"selected": true}}
+        ]}]}))
+        .unwrap();
+        assert!(sel.stream);
+        assert!(!sel.has_field("PageUrl"));
+        assert!(sel.has_field("EventKey") && sel.has_field("EventStart") && sel.has_field("UserId"));
+        // No entry: follows the stream.
+        assert!(sel.has_field("PageName"));
+    }
+
+    #[test]
+    fn unselected_stream_selects_nothing() {
+        let sel = select(json!({"streams": [{"tap_stream_id": "events", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": false, "selected-by-default": true}}
+        ]}]}))
+        .unwrap();
+        assert!(!sel.stream);
+        assert!(!select(json!({"streams": []})).unwrap().stream);
+    }
+
+    #[test]
+    fn unknown_streams_and_fields_are_errors_when_selected() {
+        let err = select(json!({"streams": [{"tap_stream_id": "sessions", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": true}}]}]}))
+        .unwrap_err();
+        assert!(err.contains("'sessions'"), "{err}");
+        let err = select(json!({"streams": [{"tap_stream_id": "events", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": true}},
+            {"breadcrumb": ["properties", "Nope"], "metadata": {"selected": true}}]}]}))
+        .unwrap_err();
+        assert!(err.contains("'Nope'"), "{err}");
+        assert!(select(json!({"streams": {}})).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! The command line: parsing arguments, setting up logging, and running the
+//! requested mode. Returns the process exit code.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::about;
+use crate::catalog::{Schema, Selection};
+use crate::config::{ENV_SOURCE, RawConfig};
+use crate::error::{EXIT_INPUT, Error, Result, Signal};
+use crate::singer::SingerWriter;
+use crate::state::State;
+use crate::sync::Sync;
+
+/// Singer tap for FullStory Data Export bundles.
+#[derive(Debug, Parser)]
+#[command(name = "tap-fullstory", version, about, long_about = None)]
+pub struct Args {
+    /// Config file (JSON). Repeat to layer files, later keys winning; `ENV`
+    /// reads TAP_FULLSTORY_<SETTING> variables instead of a file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Vec<PathBuf>,
+
+    /// State file from a previous run (its last STATE message's value).
+    #[arg(short, long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+
+    /// Catalog file selecting streams and fields.
+    #[arg(long, value_name = "FILE", conflicts_with = "properties")]
+    pub catalog: Option<PathBuf>,
+
+    /// Legacy name for --catalog.
+    #[arg(short, long, value_name = "FILE")]
+    pub properties: Option<PathBuf>,
+
+    /// Print the catalog and exit.
+    #[arg(short, long)]
+    pub discover: bool,
+
+    /// Print what the tap is and the settings it takes, and exit.
+    #[arg(long)]
+    pub about: bool,
+
+    /// Format of --about.
+    #[arg(long, value_enum, default_value_t = AboutFormat::Text, requires = "about")]
+    pub format: AboutFormat,
+}
+
+/// Output formats of `--about`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AboutFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Parses the process arguments, runs, and returns the exit code.
+pub fn main() -> i32 {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // --help and --version land here too, with exit code 0.
+            let code = if e.use_stderr() { EXIT_INPUT } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging();
+    match run(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAP_FULLSTORY_LOG_LEVEL")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.about {
+        return print_stdout(&about::render(args.format));
+    }
+    if args.config.is_empty() {
+        return Err(Error::Input(
+            "no config given: pass --config FILE (or --config ENV to read TAP_FULLSTORY_* variables)"
+                .to_string(),
+        ));
+    }
+    let mut raw = RawConfig::default();
+    for path in &args.config {
+        if path.as_os_str() == ENV_SOURCE {
+            raw.add_env();
+        } else {
+            raw.add_file(path)?;
+        }
+    }
+    let schema = Schema::events();
+    if args.discover {
+        let mut text = serde_json::to_string_pretty(&schema.catalog())
+            .map_err(|e| Error::Output(e.into()))?;
+        text.push('\n');
+        return print_stdout(&text);
+    }
+
+    let config = raw.validate(chrono::Utc::now())?;
+    let state = match &args.state {
+        Some(path) => State::load(path)?,
+        None => State::default(),
+    };
+    let selection = match args.catalog.as_ref().or(args.properties.as_ref()) {
+        Some(path) => Selection::from_catalog_file(path, &schema)?,
+        None => Selection::all(&schema),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Api(format!("cannot start the async runtime: {e}")))?;
+    let mut out = SingerWriter::stdout()?;
+    let result = runtime.block_on(async {
+        let sync = Sync::new(config, state, schema, selection, &mut out)?;
+        tokio::select! {
+            biased;
+            signal = shutdown_signal() => Err(Error::Interrupted(signal)),
+            () = output_closed() => Err(Error::OutputClosed),
+            summary = sync.run() => summary.map(|_| ()),
+        }
+    });
+    // Downloads still in flight are abandoned; their spool files are
+    // anonymous and vanish with the process.
+    runtime.shutdown_background();
+    let flushed = out.flush();
+    result.and(flushed)
+}
+
+fn print_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(Error::from_output)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> Signal {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => Signal::Int,
+        _ = term.recv() => Signal::Term,
+    }
+}
+
+/// Resolves when stdout is a pipe whose reader has gone away, so a run that is
+/// busy downloading stops at once instead of at its next write.
+async fn output_closed() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("stdout-watch".into())
+        .spawn(move || {
+            let mut fds = libc::pollfd {
+                fd: libc::STDOUT_FILENO,
+                events: 0,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid pollfd, count 1; poll only reads and writes it.
+                let n = unsafe { libc::poll(&mut fds, 1, -1) };
+                if n > 0 && fds.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+                    let _ = tx.send(());
+                    return;
+                }
+                if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() || rx.await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}

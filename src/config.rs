@@ -1,0 +1,565 @@
+//! Settings: the table of what the tap accepts, and loading them from config
+//! files and `TAP_FULLSTORY_*` environment variables.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::time::parse_datetime;
+
+/// The value type of a setting, as `--about` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    DateTime,
+    Integer,
+    Number,
+}
+
+impl Kind {
+    /// JSON-schema style name of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::DateTime => "date-time",
+            Kind::Integer => "integer",
+            Kind::Number => "number",
+        }
+    }
+}
+
+/// One accepted setting.
+#[derive(Debug)]
+pub struct Setting {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+    pub secret: bool,
+    pub default: Option<&'static str>,
+    pub description: &'static str,
+}
+
+const fn setting(
+    name: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    description: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        kind,
+        required: false,
+        secret: false,
+        default,
+        description,
+    }
+}
+
+/// Every setting the tap reads, in the order documentation lists them.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        name: "api_key",
+        kind: Kind::String,
+        required: true,
+        secret: true,
+        default: None,
+        description: "FullStory API key (Admin or Architect). Sent as `Authorization: Basic <key>`; never logged.",
+    },
+    Setting {
+        name: "start_date",
+        kind: Kind::DateTime,
+        required: true,
+        secret: false,
+        default: None,
+        description: "Sync bundles that end after this instant when no state is given. RFC 3339, or YYYY-MM-DD for midnight UTC.",
+    },
+    setting(
+        "end_date",
+        Kind::DateTime,
+        None,
+        "Only sync bundles that end at or before this instant; later ones are left for another run. Lets a backfill be split into windows.",
+    ),
+    setting(
+        "base_url",
+        Kind::String,
+        Some("https://export.fullstory.com"),
+        "Export API host. http:// is accepted only for loopback addresses.",
+    ),
+    setting(
+        "user_agent",
+        Kind::String,
+        Some("tap-fullstory/<version>"),
+        "User-Agent header sent with every request.",
+    ),
+    setting(
+        "request_timeout",
+        Kind::Number,
+        Some("300"),
+        "Seconds to wait for any single read from the server (not for a whole download).",
+    ),
+    setting(
+        "connect_timeout",
+        Kind::Number,
+        Some("30"),
+        "Seconds to wait for a connection to be established.",
+    ),
+    setting(
+        "max_retries",
+        Kind::Integer,
+        Some("8"),
+        "Retries of one request after a connection error, timeout, 429, 5xx or incomplete bundle, before the run fails.",
+    ),
+    setting(
+        "retry_base_delay",
+        Kind::Number,
+        Some("2"),
+        "Seconds before the first retry; doubles each retry, with jitter, up to retry_max_delay. A Retry-After header wins.",
+    ),
+    setting(
+        "retry_max_delay",
+        Kind::Number,
+        Some("120"),
+        "Upper bound in seconds of the backoff between retries.",
+    ),
+    setting(
+        "downloads_per_window",
+        Kind::Integer,
+        Some("2"),
+        "Bundle downloads started per download_window_seconds (FullStory allows 2 per minute).",
+    ),
+    setting(
+        "download_window_seconds",
+        Kind::Number,
+        Some("60"),
+        "Length of the download rate-limit window in seconds; 0 turns pacing off.",
+    ),
+    setting(
+        "spool_dir",
+        Kind::String,
+        Some("system temp dir"),
+        "Directory for the per-bundle spool file (needs room for one bundle's records, uncompressed). Files are private and removed on every exit.",
+    ),
+];
+
+/// The API key. Its `Debug` form is masked so it cannot leak through logs.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for building the Authorization header only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(***)")
+    }
+}
+
+/// Validated settings for one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub api_key: ApiKey,
+    pub start_date: DateTime<Utc>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub base_url: String,
+    pub user_agent: String,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_retries: u32,
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    pub downloads_per_window: u32,
+    pub download_window: Duration,
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// Where a setting's value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Env(String),
+}
+
+impl Source {
+    fn describe(&self, key: &str) -> String {
+        match self {
+            Source::File(path) => format!("config file '{}': key '{key}'", path.display()),
+            Source::Env(var) => format!("environment variable {var}"),
+        }
+    }
+}
+
+/// The word on the command line that stands for "read settings from the environment".
+pub const ENV_SOURCE: &str = "ENV";
+/// Prefix of the environment variables that carry settings.
+pub const ENV_PREFIX: &str = "TAP_FULLSTORY_";
+
+/// Raw settings gathered from every source, later ones overriding earlier ones.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    values: Vec<(String, Value, Source)>,
+}
+
+impl RawConfig {
+    fn set(&mut self, key: String, value: Value, source: Source) {
+        self.values.retain(|(k, _, _)| *k != key);
+        self.values.push((key, value, source));
+    }
+
+    fn get(&self, key: &str) -> Option<(&Value, &Source)> {
+        self.values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, s)| (v, s))
+    }
+
+    /// Reads one JSON config file and layers it over what is already there.
+    pub fn add_file(&mut self, path: &Path) -> Result<()> {
+        let object = read_json_object(path, "config")?;
+        for (key, value) in object {
+            self.set(key, value, Source::File(path.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Layers every `TAP_FULLSTORY_<SETTING>` variable that is set and non-empty.
+    pub fn add_env(&mut self) {
+        for setting in SETTINGS {
+            let var = format!("{ENV_PREFIX}{}", setting.name.to_uppercase());
+            if let Ok(value) = std::env::var(&var)
+                && !value.is_empty()
+            {
+                self.set(
+                    setting.name.to_string(),
+                    Value::String(value),
+                    Source::Env(var),
+                );
+            }
+        }
+    }
+
+    /// Checks every setting and produces the run's configuration.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<Config> {
+        for (key, _, source) in &self.values {
+            if !SETTINGS.iter().any(|s| s.name == key) {
+                tracing::warn!("{}: unknown setting, ignored", source.describe(key));
+            }
+        }
+
+        let api_key = match self.get("api_key") {
+            None => return Err(missing("api_key")),
+            Some((Value::String(s), _)) if !s.trim().is_empty() => ApiKey(s.trim().to_string()),
+            Some((Value::String(_), source)) => {
+                return Err(bad(
+                    source,
+                    "api_key",
+                    "is empty; set it to your FullStory API key",
+                ));
+            }
+            Some((_, source)) => return Err(bad(source, "api_key", "must be a string")),
+        };
+
+        let start_date = self
+            .datetime("start_date")?
+            .ok_or_else(|| missing("start_date"))?;
+        if start_date > now {
+            let (_, source) = self.get("start_date").expect("present");
+            return Err(bad(
+                source,
+                "start_date",
+                "is in the future; no bundle can end after it yet",
+            ));
+        }
+        let end_date = self.datetime("end_date")?;
+        if let Some(end) = end_date
+            && end <= start_date
+        {
+            let (_, source) = self.get("end_date").expect("present");
+            return Err(bad(source, "end_date", "must be later than start_date"));
+        }
+
+        let base_url = match self.string("base_url")? {
+            Some(url) => check_base_url(&url).map_err(|why| {
+                let (_, source) = self.get("base_url").expect("present");
+                bad(source, "base_url", &why)
+            })?,
+            None => "https://export.fullstory.com".to_string(),
+        };
+
+        let user_agent = self
+            .string("user_agent")?
+            .unwrap_or_else(|| format!("tap-fullstory/{}", env!("CARGO_PKG_VERSION")));
+
+        Ok(Config {
+            api_key,
+            start_date,
+            end_date,
+            base_url,
+            user_agent,
+            request_timeout: self.seconds("request_timeout", 300.0, false)?,
+            connect_timeout: self.seconds("connect_timeout", 30.0, false)?,
+            max_retries: self.integer("max_retries", 8, 0)?,
+            retry_base_delay: self.seconds("retry_base_delay", 2.0, true)?,
+            retry_max_delay: self.seconds("retry_max_delay", 120.0, true)?,
+            downloads_per_window: self.integer("downloads_per_window", 2, 1)?,
+            download_window: self.seconds("download_window_seconds", 60.0, true)?,
+            spool_dir: self.string("spool_dir")?.map(PathBuf::from),
+        })
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None | Some((Value::Null, _)) => Ok(None),
+            Some((Value::String(s), _)) => Ok(Some(s.clone())),
+            Some((_, source)) => Err(bad(source, key, "must be a string")),
+        }
+    }
+
+    fn datetime(&self, key: &str) -> Result<Option<DateTime<Utc>>> {
+        let Some(text) = self.string(key)? else {
+            return Ok(None);
+        };
+        match parse_datetime(&text) {
+            Some(dt) => Ok(Some(dt)),
+            None => {
+                let (_, source) = self.get(key).expect("present");
+                Err(bad(
+                    source,
+                    key,
+                    &format!("{text:?} is not a date-time; use RFC 3339 (2024-01-31T00:00:00Z) or YYYY-MM-DD"),
+                ))
+            }
+        }
+    }
+
+    /// A number given as JSON number or numeric string (environment variables are strings).
+    fn number(&self, key: &str) -> Result<Option<f64>> {
+        let Some((value, source)) = self.get(key) else {
+            return Ok(None);
+        };
+        let parsed = match value {
+            Value::Null => return Ok(None),
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if n.is_finite() => Ok(Some(n)),
+            _ => Err(bad(source, key, "must be a number")),
+        }
+    }
+
+    fn seconds(&self, key: &str, default: f64, zero_ok: bool) -> Result<Duration> {
+        let secs = self.number(key)?.unwrap_or(default);
+        if secs < 0.0 || (!zero_ok && secs == 0.0) || secs > 86_400.0 * 7.0 {
+            let (_, source) = self.get(key).expect("present when invalid");
+            let range = if zero_ok {
+                "between 0 and 604800 seconds"
+            } else {
+                "more than 0 and at most 604800 seconds"
+            };
+            return Err(bad(source, key, &format!("must be {range}")));
+        }
+        Ok(Duration::from_secs_f64(secs))
+    }
+
+    fn integer(&self, key: &str, default: u32, min: u32) -> Result<u32> {
+        let Some(n) = self.number(key)? else {
+            return Ok(default);
+        };
+        if n.fract() != 0.0 || n < f64::from(min) || n > 1_000_000.0 {
+            let (_, source) = self.get(key).expect("present when invalid");
+            return Err(bad(
+                source,
+                key,
+                &format!("must be a whole number of at least {min}"),
+            ));
+        }
+        Ok(n as u32)
+    }
+}
+
+fn missing(key: &str) -> Error {
+    Error::Input(format!(
+        "config: required setting '{key}' is missing; add it to the config file or set {ENV_PREFIX}{}",
+        key.to_uppercase()
+    ))
+}
+
+fn bad(source: &Source, key: &str, why: &str) -> Error {
+    Error::Input(format!("{} {why}", source.describe(key)))
+}
+
+/// Accepts http(s) URLs; plain http only for loopback hosts, so the key never
+/// travels unencrypted over a network. Returns the URL without a trailing slash.
+fn check_base_url(url: &str) -> std::result::Result<String, String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match parsed.host() {
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "{url:?} uses plain http, which would send the API key unencrypted; use https (http is accepted for loopback addresses only)"
+                ));
+            }
+        }
+        other => return Err(format!("{url:?} must be an http(s) URL, not {other}:")),
+    }
+    if parsed.host().is_none() {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Reads a file that must hold one JSON object; `what` names it in errors.
+pub fn read_json_object(path: &Path, what: &str) -> Result<Map<String, Value>> {
+    let shown = path.display();
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::Input(format!("{what} file '{shown}': cannot read it: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::Input(format!(
+            "{what} file '{shown}' is empty; it must hold a JSON object"
+        )));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(Error::Input(format!(
+            "{what} file '{shown}' holds a JSON {}; it must hold a JSON object",
+            json_kind(&other)
+        ))),
+        Err(e) => Err(Error::Input(format!(
+            "{what} file '{shown}' is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The JSON type name of a value, for messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn raw(value: Value) -> RawConfig {
+        let mut raw = RawConfig::default();
+        for (k, v) in value.as_object().unwrap() {
+            raw.set(k.clone(), v.clone(), Source::File(PathBuf::from("c.json")));
+        }
+        raw
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let cfg = raw(json!({"api_key": "k", "start_date": "2024-01-01"}))
+            .validate(now())
+            .unwrap();
+        assert_eq!(cfg.base_url, "https://export.fullstory.com");
+        assert_eq!(cfg.downloads_per_window, 2);
+        assert_eq!(cfg.download_window, Duration::from_secs(60));
+        assert_eq!(cfg.start_date.to_rfc3339(), "2024-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn later_values_override_earlier_ones() {
+        let mut r = raw(json!({"api_key": "k", "start_date": "2024-01-01"}));
+        r.set(
+            "start_date".into(),
+            json!("2025-01-01"),
+            Source::File("b.json".into()),
+        );
+        let cfg = r.validate(now()).unwrap();
+        assert_eq!(cfg.start_date.to_rfc3339(), "2025-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let err = raw(json!({"api_key": "k", "start_date": "soon"}))
+            .validate(now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'c.json'") && err.contains("'start_date'"), "{err}");
+
+        let err = raw(json!({"api_key": " ", "start_date": "2024-01-01"}))
+            .validate(now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("api_key") && err.contains("empty"), "{err}");
+
+        let err = raw(json!({"start_date": "2024-01-01"}))
+            .validate(now())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'api_key' is missing"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_dates() {
+        let future = raw(json!({"api_key": "k", "start_date": "2030-01-01"}));
+        assert!(future.validate(now()).is_err());
+        let reversed = raw(json!({"api_key": "k", "start_date": "2024-02-01", "end_date": "2024-01-01"}));
+        assert!(
+            reversed
+                .validate(now())
+                .unwrap_err()
+                .to_string()
+                .contains("end_date")
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(check_base_url("http://127.0.0.1:8080/").is_ok());
+        assert!(check_base_url("http://localhost:1").is_ok());
+        assert!(check_base_url("http://[::1]:1").is_ok());
+        assert!(check_base_url("http://export.fullstory.com").is_err());
+        assert!(check_base_url("ftp://127.0.0.1").is_err());
+        assert!(check_base_url("not a url").is_err());
+        assert_eq!(
+            check_base_url("https://example.com/").unwrap(),
+            "https://example.com"
+        );
+    }
+
+    #[test]
+    fn numbers_accept_strings() {
+        let cfg = raw(json!({"api_key": "k", "start_date": "2024-01-01", "max_retries": "3", "download_window_seconds": 0}))
+            .validate(now())
+            .unwrap();
+        assert_eq!(cfg.max_retries, 3);
+        assert_eq!(cfg.download_window, Duration::ZERO);
+        assert!(
+            raw(json!({"api_key": "k", "start_date": "2024-01-01", "max_retries": 1.5}))
+                .validate(now())
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,787 @@
+//! A FullStory-compatible Data Export server for demos and tests.
+//!
+//! It serves the two legacy export endpoints (`/api/v1/export/list` and
+//! `/api/v1/export/get`) over plain HTTP/1.1 on 127.0.0.1, from bundles held
+//! in memory, and can inject faults (error statuses, truncated or reset
+//! bodies, stalls, lying `Content-Length`, ...) one request at a time. It is
+//! written on `std::net` and threads, not on an HTTP library, so that tests
+//! control exactly which bytes go on the wire.
+//!
+//! ```no_run
+//! use tap_fullstory::demo::{Encoding, Server, ServerOptions, synthetic_bundles};
+//! let server = Server::start(ServerOptions {
+//!     bundles: synthetic_bundles(3, 50, 1_704_067_200, 86_400, 1, Encoding::GzipFile),
+//!     ..ServerOptions::default()
+//! })?;
+//! println!("{}", server.url());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod http;
+mod synth;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use http::{ReadOutcome, Request};
+pub use synth::{gzip, synthetic_bundles, synthetic_events};
+
+/// How long we wait for a client to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one write may block on a client that stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between sending the last bytes and resetting under `Fault::Reset`,
+/// so the client normally reads those bytes before the RST arrives.
+const RESET_GRACE: Duration = Duration::from_millis(50);
+
+/// How a bundle body is put on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `Content-Type: application/gzip`, gzipped body (the usual case).
+    GzipFile,
+    /// `Content-Type: application/json` with `Content-Encoding: gzip`.
+    ContentEncodingGzip,
+    /// `Content-Type: application/json`, the JSON text as is.
+    Plain,
+}
+
+/// One export bundle as the server holds it.
+#[derive(Clone, Debug)]
+pub struct BundleSpec {
+    /// Rendered in the list as a JSON integer if it is a canonical u64
+    /// (digits, no leading zero), else as a JSON string.
+    pub id: String,
+    pub start: i64,
+    pub stop: i64,
+    /// Exact bytes served by `/get`.
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub content_encoding: Option<String>,
+    /// Number of events in the body (informational).
+    pub events: usize,
+}
+
+impl BundleSpec {
+    /// A bundle whose body is `json` (a JSON array of events) encoded per `enc`.
+    pub fn from_events_json(
+        id: impl Into<String>,
+        start: i64,
+        stop: i64,
+        json: Vec<u8>,
+        events: usize,
+        enc: Encoding,
+    ) -> Self {
+        let (body, content_type, content_encoding) = match enc {
+            Encoding::GzipFile => (gzip(&json), "application/gzip", None),
+            Encoding::ContentEncodingGzip => {
+                (gzip(&json), "application/json", Some("gzip".to_string()))
+            }
+            Encoding::Plain => (json, "application/json", None),
+        };
+        BundleSpec {
+            id: id.into(),
+            start,
+            stop,
+            body,
+            content_type: content_type.to_string(),
+            content_encoding,
+            events,
+        }
+    }
+}
+
+/// Which requests a fault applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    List,
+    /// `None` matches a `/get` for any id.
+    Get(Option<String>),
+}
+
+/// A misbehaviour to apply to the next matching request instead of (or on
+/// top of) the normal response.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status, headers and body (e.g. 429 + `Retry-After`,
+    /// 500, 503, 404). `Content-Type` defaults to `application/json`;
+    /// `Content-Length` is computed unless given in `headers`.
+    Status {
+        code: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Declare the full `Content-Length`, send `after` body bytes, then close
+    /// cleanly (FIN).
+    Truncate { after: usize },
+    /// Send `after` body bytes, then reset the connection (RST, via
+    /// `SO_LINGER` 0 on Linux; elsewhere a plain close, which is a FIN).
+    Reset { after: usize },
+    /// Send `after` body bytes, sleep `pause`, then send the rest.
+    Stall { after: usize, pause: Duration },
+    /// Send the body in `chunk`-byte pieces with `delay` between pieces.
+    Trickle { chunk: usize, delay: Duration },
+    /// Answer 200 with this content type and body instead of the real one.
+    Body { content_type: String, body: Vec<u8> },
+    /// Send the true body but declare this `Content-Length`, then close.
+    LyingContentLength { declared: usize },
+    /// Read the request, then close without answering.
+    Drop,
+}
+
+impl Fault {
+    fn name(&self) -> &'static str {
+        match self {
+            Fault::Status { .. } => "status",
+            Fault::Truncate { .. } => "truncate",
+            Fault::Reset { .. } => "reset",
+            Fault::Stall { .. } => "stall",
+            Fault::Trickle { .. } => "trickle",
+            Fault::Body { .. } => "body",
+            Fault::LyingContentLength { .. } => "lying-content-length",
+            Fault::Drop => "drop",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Requests must carry exactly `Authorization: Basic <api_key>`.
+    pub api_key: String,
+    pub bundles: Vec<BundleSpec>,
+    /// Bundles per list page (FullStory: 20). 0 is treated as 1.
+    pub page_size: usize,
+    /// At most N normal `/get` downloads per sliding window; beyond that a
+    /// 429 with `Retry-After` (whole seconds until a slot frees, at least 1).
+    pub rate_limit: Option<(usize, Duration)>,
+    /// 0 picks an ephemeral port.
+    pub port: u16,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            api_key: "demo-key".to_string(),
+            bundles: Vec::new(),
+            page_size: 20,
+            rate_limit: None,
+            port: 0,
+        }
+    }
+}
+
+/// One request as the server saw it.
+#[derive(Clone, Debug)]
+pub struct RequestRecord {
+    /// Empty for a request head that could not be parsed.
+    pub method: String,
+    pub path: String,
+    /// Raw query string, without the `?`.
+    pub query: String,
+    pub authorized: bool,
+    pub at: Instant,
+    /// Status line sent; `None` when nothing was sent (`Fault::Drop`).
+    pub status: Option<u16>,
+    /// Name of the fault applied, if any (`"status"`, `"truncate"`, ...).
+    pub fault: Option<&'static str>,
+}
+
+/// A running server; dropping it stops accepting connections (connections
+/// already accepted run to completion on their own threads).
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    /// `Basic <key>`, compared verbatim with the Authorization header.
+    expected_auth: String,
+    bundles: Vec<BundleSpec>,
+    /// Indexes into `bundles`, ordered by (Stop, Start).
+    by_stop: Vec<usize>,
+    by_id: HashMap<String, usize>,
+    page_size: usize,
+    rate_limit: Option<(usize, Duration)>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    faults: VecDeque<(Route, Fault)>,
+    list_override: Option<Vec<u8>>,
+    requests: Vec<RequestRecord>,
+    get_counts: HashMap<String, usize>,
+    /// Times of the normal downloads still inside the rate-limit window.
+    downloads: VecDeque<Instant>,
+}
+
+/// What a request asked for.
+enum Target {
+    List,
+    Get(Option<String>),
+    Unknown,
+}
+
+impl Target {
+    fn of(req: &Request) -> Target {
+        match req.path.as_str() {
+            "/api/v1/export/list" => Target::List,
+            "/api/v1/export/get" => Target::Get(req.param("id")),
+            _ => Target::Unknown,
+        }
+    }
+
+    fn matches(&self, route: &Route) -> bool {
+        match (self, route) {
+            (Target::List, Route::List) => true,
+            (Target::Get(_), Route::Get(None)) => true,
+            (Target::Get(Some(id)), Route::Get(Some(want))) => id == want,
+            _ => false,
+        }
+    }
+}
+
+struct Response<'a> {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Cow<'a, [u8]>,
+}
+
+impl Response<'static> {
+    fn json(status: u16, body: &str) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: Cow::Owned(body.as_bytes().to_vec()),
+        }
+    }
+}
+
+/// How the chosen response goes on the wire.
+enum Delivery {
+    Full,
+    Truncate(usize),
+    Reset(usize),
+    Stall(usize, Duration),
+    Trickle(usize, Duration),
+    Lie(usize),
+}
+
+impl Server {
+    /// Bind 127.0.0.1:`opts.port` and start serving on a background thread.
+    pub fn start(opts: ServerOptions) -> io::Result<Server> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))?;
+        let addr = listener.local_addr()?;
+
+        let bundles = opts.bundles;
+        let mut by_stop: Vec<usize> = (0..bundles.len()).collect();
+        by_stop.sort_by_key(|&i| (bundles[i].stop, bundles[i].start));
+        let mut by_id = HashMap::new();
+        for (i, b) in bundles.iter().enumerate() {
+            by_id.entry(b.id.clone()).or_insert(i);
+        }
+        let shared = Arc::new(Shared {
+            expected_auth: format!("Basic {}", opts.api_key),
+            bundles,
+            by_stop,
+            by_id,
+            page_size: opts.page_size.max(1),
+            rate_limit: opts.rate_limit,
+            state: Mutex::new(State::default()),
+        });
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let shared = Arc::clone(&shared);
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("fullstory-demo-accept".into())
+                .spawn(move || accept_loop(listener, shared, stop))?
+        };
+        Ok(Server {
+            addr,
+            shared,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queue a fault. Each request consumes the oldest queued fault whose
+    /// route matches it; faults for other routes stay queued.
+    pub fn push_fault(&self, route: Route, fault: Fault) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .faults
+            .push_back((route, fault));
+    }
+
+    /// Faults queued and not yet consumed.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.state.lock().unwrap().faults.len()
+    }
+
+    /// Serve exactly this body (as `application/json`) for every authorized
+    /// list call with a valid `start`, or go back to normal with `None`.
+    pub fn set_list_override(&self, exports_json: Option<Vec<u8>>) {
+        self.shared.state.lock().unwrap().list_override = exports_json;
+    }
+
+    /// Every request received so far, in arrival order.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.state.lock().unwrap().requests.clone()
+    }
+
+    /// Number of `/get` requests that named `id`, whatever their outcome.
+    pub fn get_count(&self, id: &str) -> usize {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .get_counts
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // `accept` blocks, so wake it with a connection of our own. If that
+        // fails the thread is left detached rather than joined forever.
+        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)).is_ok();
+        if let Some(handle) = self.accept.take()
+            && woke
+        {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Arc<AtomicBool>) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match conn {
+            Ok(stream) => {
+                let shared = Arc::clone(&shared);
+                let spawned = thread::Builder::new()
+                    .name("fullstory-demo-conn".into())
+                    .spawn(move || {
+                        if let Err(e) = handle_connection(&shared, stream) {
+                            // Clients hanging up mid-response is routine here.
+                            tracing::debug!(error = %e, "demo server connection ended early");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "demo server could not spawn a connection thread");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "demo server accept failed");
+                // Avoid spinning if accept keeps failing (e.g. out of fds).
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    // Pieces of a trickled or stalled body must leave when written.
+    stream.set_nodelay(true)?;
+
+    let req = match http::read_request(&mut stream)? {
+        ReadOutcome::Request(req) => req,
+        ReadOutcome::Empty => return Ok(()),
+        ReadOutcome::Malformed => {
+            let resp = Response::json(400, r#"{"code":"bad_request"}"#);
+            shared.state.lock().unwrap().requests.push(RequestRecord {
+                method: String::new(),
+                path: String::new(),
+                query: String::new(),
+                authorized: false,
+                at: Instant::now(),
+                status: Some(resp.status),
+                fault: None,
+            });
+            return deliver(&mut stream, Some(resp), Delivery::Full);
+        }
+    };
+
+    let at = Instant::now();
+    let authorized = req.header("authorization") == Some(shared.expected_auth.as_str());
+    let target = Target::of(&req);
+
+    let (resp, delivery) = {
+        let mut st = shared.state.lock().unwrap();
+        if let Target::Get(Some(id)) = &target {
+            *st.get_counts.entry(id.clone()).or_default() += 1;
+        }
+        let fault = st.take_fault(&target);
+        let fault_name = fault.as_ref().map(Fault::name);
+        let (resp, delivery) = match fault {
+            None => (
+                Some(shared.respond(&req, &target, authorized, &mut st, at, true)),
+                Delivery::Full,
+            ),
+            Some(Fault::Status {
+                code,
+                mut headers,
+                body,
+            }) => {
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    headers.insert(0, ("Content-Type".into(), "application/json".into()));
+                }
+                (
+                    Some(Response {
+                        status: code,
+                        headers,
+                        body: Cow::Owned(body),
+                    }),
+                    Delivery::Full,
+                )
+            }
+            Some(Fault::Body { content_type, body }) => (
+                Some(Response {
+                    status: 200,
+                    headers: vec![("Content-Type".into(), content_type)],
+                    body: Cow::Owned(body),
+                }),
+                Delivery::Full,
+            ),
+            Some(Fault::Drop) => (None, Delivery::Full),
+            // The remaining faults distort the normal response, which then
+            // does not count against the rate limit.
+            Some(other) => {
+                let delivery = match other {
+                    Fault::Truncate { after } => Delivery::Truncate(after),
+                    Fault::Reset { after } => Delivery::Reset(after),
+                    Fault::Stall { after, pause } => Delivery::Stall(after, pause),
+                    Fault::Trickle { chunk, delay } => Delivery::Trickle(chunk, delay),
+                    Fault::LyingContentLength { declared } => Delivery::Lie(declared),
+                    _ => Delivery::Full,
+                };
+                (
+                    Some(shared.respond(&req, &target, authorized, &mut st, at, false)),
+                    delivery,
+                )
+            }
+        };
+        let status = resp.as_ref().map(|r| r.status);
+        tracing::debug!(method = %req.method, path = %req.path, query = %req.query, ?status, fault = ?fault_name, "demo request");
+        // Recorded before any byte is sent, so a client that has seen the
+        // response always finds its request in `requests()`.
+        st.requests.push(RequestRecord {
+            method: req.method.clone(),
+            path: req.path.clone(),
+            query: req.query.clone(),
+            authorized,
+            at,
+            status,
+            fault: fault_name,
+        });
+        (resp, delivery)
+    };
+    deliver(&mut stream, resp, delivery)
+}
+
+impl State {
+    fn take_fault(&mut self, target: &Target) -> Option<Fault> {
+        let pos = self
+            .faults
+            .iter()
+            .position(|(route, _)| target.matches(route))?;
+        self.faults.remove(pos).map(|(_, fault)| fault)
+    }
+
+    /// Admit one download under the sliding-window limit, or return the whole
+    /// seconds (at least 1) until the oldest download leaves the window.
+    fn admit_download(
+        &mut self,
+        now: Instant,
+        limit: Option<(usize, Duration)>,
+    ) -> Result<(), u64> {
+        let Some((max, window)) = limit else {
+            return Ok(());
+        };
+        while self
+            .downloads
+            .front()
+            .is_some_and(|&t| now.duration_since(t) >= window)
+        {
+            self.downloads.pop_front();
+        }
+        if self.downloads.len() < max {
+            self.downloads.push_back(now);
+            return Ok(());
+        }
+        let wait = match self.downloads.front() {
+            Some(&oldest) => (oldest + window).saturating_duration_since(now),
+            None => window, // max == 0: nothing is ever admitted
+        };
+        Err((wait.as_nanos().div_ceil(1_000_000_000) as u64).max(1))
+    }
+}
+
+impl Shared {
+    /// The normal answer to a request. `limited` says whether a `/get` is
+    /// subject to (and counts against) the rate limit.
+    fn respond(
+        &self,
+        req: &Request,
+        target: &Target,
+        authorized: bool,
+        st: &mut State,
+        now: Instant,
+        limited: bool,
+    ) -> Response<'_> {
+        if matches!(target, Target::Unknown) {
+            return Response::json(404, r#"{"code":"not_found"}"#);
+        }
+        if req.method != "GET" {
+            let mut r = Response::json(405, r#"{"code":"method_not_allowed"}"#);
+            r.headers.push(("Allow".into(), "GET".into()));
+            return r;
+        }
+        if !authorized {
+            return Response::json(401, r#"{"code":"unauthorized"}"#);
+        }
+        match target {
+            Target::List => {
+                let start = req.param("start").and_then(|s| s.parse::<i64>().ok());
+                match start {
+                    Some(start) if start > 0 => {
+                        let body = match &st.list_override {
+                            Some(b) => b.clone(),
+                            None => self.list_body(start),
+                        };
+                        Response {
+                            body: Cow::Owned(body),
+                            ..Response::json(200, "")
+                        }
+                    }
+                    _ => Response::json(
+                        400,
+                        r#"{"code":"invalid_argument","message":"start must be a positive integer (unix seconds)"}"#,
+                    ),
+                }
+            }
+            Target::Get(id) => {
+                if limited && let Err(secs) = st.admit_download(now, self.rate_limit) {
+                    let mut r = Response::json(429, r#"{"code":"rate_limited"}"#);
+                    r.headers.push(("Retry-After".into(), secs.to_string()));
+                    return r;
+                }
+                let Some(id) = id else {
+                    return Response::json(
+                        400,
+                        r#"{"code":"invalid_argument","message":"missing id"}"#,
+                    );
+                };
+                let Some(&i) = self.by_id.get(id) else {
+                    return Response::json(404, r#"{"code":"not_found"}"#);
+                };
+                let b = &self.bundles[i];
+                let mut headers = vec![("Content-Type".to_string(), b.content_type.clone())];
+                if let Some(ce) = &b.content_encoding {
+                    headers.push(("Content-Encoding".into(), ce.clone()));
+                }
+                if b.content_type == "application/gzip" {
+                    headers.push((
+                        "Content-Disposition".into(),
+                        format!("attachment; filename=\"{}-DataExport.json.gz\"", b.id),
+                    ));
+                }
+                Response {
+                    status: 200,
+                    headers,
+                    body: Cow::Borrowed(&b.body),
+                }
+            }
+            Target::Unknown => unreachable!("handled above"),
+        }
+    }
+
+    /// `{"exports":[...]}`: up to a page of bundles with Stop > start,
+    /// by Stop ascending.
+    fn list_body(&self, start: i64) -> Vec<u8> {
+        let mut out = String::from(r#"{"exports":["#);
+        let page = self
+            .by_stop
+            .iter()
+            .map(|&i| &self.bundles[i])
+            .filter(|b| b.stop > start)
+            .take(self.page_size);
+        for (n, b) in page.enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"Id":"#);
+            match b.id.parse::<u64>() {
+                Ok(v) if v.to_string() == b.id => out.push_str(&b.id),
+                _ => synth::escape_into(&mut out, &b.id, false, false),
+            }
+            out.push_str(&format!(r#","Start":{},"Stop":{}}}"#, b.start, b.stop));
+        }
+        out.push_str("]}");
+        out.into_bytes()
+    }
+}
+
+/// Write `resp` as `delivery` says, then close the connection.
+fn deliver(
+    stream: &mut TcpStream,
+    resp: Option<Response<'_>>,
+    delivery: Delivery,
+) -> io::Result<()> {
+    let Some(resp) = resp else {
+        // Fault::Drop: the request was read; close without a byte.
+        let _ = stream.shutdown(Shutdown::Both);
+        return Ok(());
+    };
+    let body = &resp.body[..];
+    let len = body.len();
+    let head = |declared| http::head(resp.status, &resp.headers, declared);
+    match delivery {
+        Delivery::Full => {
+            stream.write_all(&head(len))?;
+            stream.write_all(body)?;
+        }
+        Delivery::Lie(declared) => {
+            stream.write_all(&head(declared))?;
+            stream.write_all(body)?;
+        }
+        Delivery::Truncate(after) => {
+            stream.write_all(&head(len))?;
+            stream.write_all(&body[..after.min(len)])?;
+        }
+        Delivery::Reset(after) => {
+            stream.write_all(&head(len))?;
+            stream.write_all(&body[..after.min(len)])?;
+            stream.flush()?;
+            thread::sleep(RESET_GRACE);
+            reset(stream);
+            return Ok(());
+        }
+        Delivery::Stall(after, pause) => {
+            let after = after.min(len);
+            stream.write_all(&head(len))?;
+            stream.write_all(&body[..after])?;
+            stream.flush()?;
+            thread::sleep(pause);
+            stream.write_all(&body[after..])?;
+        }
+        Delivery::Trickle(chunk, delay) => {
+            stream.write_all(&head(len))?;
+            for (i, piece) in body.chunks(chunk.max(1)).enumerate() {
+                if i > 0 {
+                    thread::sleep(delay);
+                }
+                stream.write_all(piece)?;
+                stream.flush()?;
+            }
+        }
+    }
+    stream.flush()?;
+    // FIN after the last byte; the stream itself is closed by its owner.
+    let _ = stream.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+/// Abort the connection with an RST. std has no stable `set_linger` and
+/// neither libc nor socket2 is a dependency, so on Linux we declare
+/// `setsockopt` ourselves (std links libc anyway) to set `SO_LINGER` to 0;
+/// closing such a socket sends RST instead of FIN. Elsewhere this degrades
+/// to a plain shutdown (FIN), which is documented on `Fault::Reset`.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )
+))]
+#[allow(unsafe_code)]
+fn reset(stream: &mut TcpStream) {
+    use std::ffi::{c_int, c_void};
+    use std::os::fd::AsRawFd;
+
+    #[repr(C)]
+    struct Linger {
+        l_onoff: c_int,
+        l_linger: c_int,
+    }
+    // Values from <asm-generic/socket.h>, shared by the architectures above.
+    const SOL_SOCKET: c_int = 1;
+    const SO_LINGER: c_int = 13;
+    unsafe extern "C" {
+        fn setsockopt(
+            fd: c_int,
+            level: c_int,
+            name: c_int,
+            value: *const c_void,
+            len: u32,
+        ) -> c_int;
+    }
+    let linger = Linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the fd belongs to `stream`, which is alive for the call; the
+    // pointer and length describe a live `struct linger`.
+    let rc = unsafe {
+        setsockopt(
+            stream.as_raw_fd(),
+            SOL_SOCKET,
+            SO_LINGER,
+            (&raw const linger).cast::<c_void>(),
+            size_of::<Linger>() as u32,
+        )
+    };
+    if rc != 0 {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    // The RST goes out when the caller drops the stream.
+}
+
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "riscv64"
+    )
+)))]
+fn reset(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Both);
+}

@@ -1,0 +1,529 @@
+//! Record shaping: one event's JSON in, one Singer RECORD line out.
+//!
+//! Values are never re-encoded: each field's JSON text is copied exactly as
+//! FullStory sent it, so 64-bit IDs, long decimals and escaped strings come
+//! through byte for byte. Keys the schema does not name, and known keys whose
+//! value does not have the schema's type, go into the declared `ExtraFields`
+//! object instead of being dropped. Every record gets an `EventKey` derived
+//! from the event's identity fields (see [`IDENTITY_FIELDS`]).
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use chrono::{DateTime, Utc};
+use serde::Deserializer as _;
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use xxhash_rust::xxh3::{Xxh3, xxh3_128};
+
+use crate::catalog::{EXTRA_FIELD, FieldKind, KEY_FIELD, Schema, Selection};
+use crate::state::STREAM;
+use crate::time::{format_micros, is_rfc3339};
+
+/// The fields that identify an event, in the order they are hashed. They are
+/// the event's own coordinates (who, which session and page, when, what, on
+/// which target); fields that FullStory revises when a session settles
+/// (durations, counters, identity linkage such as `IndvId`) are left out so a
+/// re-downloaded bundle yields the same keys.
+pub const IDENTITY_FIELDS: &[&str] = &[
+    "UserId",
+    "SessionId",
+    "PageId",
+    "EventStart",
+    "EventType",
+    "EventSubType",
+    "EventCustomName",
+    "EventTargetSelectorTok",
+    "EventTargetText",
+    "EventPageOffset",
+    "EventVarFields",
+    "EventVarErrorKind",
+    "ReqUrl",
+    "ReqMethod",
+    "ReqStatus",
+    "EventWebSourceFileUrl",
+    "EventMobileSourceFile",
+];
+
+/// How many distinct identities a bundle remembers to number repeats. Events
+/// identical in every identity field get occurrence numbers 0, 1, 2, ... in
+/// bundle order; the window keeps memory flat however large the bundle.
+pub const REPEAT_WINDOW: usize = 65_536;
+
+const KEY_HEX_LEN: usize = 32;
+
+/// Why one event could not be shaped.
+#[derive(Debug)]
+pub struct ShapeError(pub String);
+
+impl fmt::Display for ShapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// FNV-1a: field names are short and trusted, so a simple hash beats SipHash.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+#[derive(Debug)]
+struct FieldSlot {
+    name: String,
+    kind: FieldKind,
+    selected: bool,
+    identity: Option<usize>,
+    warned: bool,
+}
+
+/// Shapes events of one stream into RECORD lines.
+pub struct Shaper {
+    slots: Vec<FieldSlot>,
+    by_name: FnvMap<String, usize>,
+    extra_selected: bool,
+    /// Canonical bytes of each identity field of the current event.
+    identity: Vec<Option<Vec<u8>>>,
+    extras: Vec<u8>,
+    repeats: FnvMap<u128, u32>,
+    repeat_order: VecDeque<u128>,
+    suffix: Vec<u8>,
+    events: u64,
+    warned_unselected_extra: HashSet<String>,
+}
+
+const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
+
+impl Shaper {
+    /// A shaper writing the selected fields of `schema`.
+    pub fn new(schema: &Schema, selection: &Selection) -> Shaper {
+        let mut slots = Vec::new();
+        let mut by_name = FnvMap::default();
+        for field in &schema.fields {
+            // Our own two fields are never taken from the event itself.
+            if field.name == KEY_FIELD || field.name == EXTRA_FIELD {
+                continue;
+            }
+            by_name.insert(field.name.clone(), slots.len());
+            slots.push(FieldSlot {
+                name: field.name.clone(),
+                kind: field.kind,
+                selected: selection.has_field(&field.name),
+                identity: IDENTITY_FIELDS.iter().position(|n| *n == field.name),
+                warned: false,
+            });
+        }
+        let mut shaper = Shaper {
+            slots,
+            by_name,
+            extra_selected: selection.has_field(EXTRA_FIELD),
+            identity: vec![None; IDENTITY_FIELDS.len()],
+            extras: Vec::new(),
+            repeats: FnvMap::default(),
+            repeat_order: VecDeque::new(),
+            suffix: Vec::new(),
+            events: 0,
+            warned_unselected_extra: HashSet::new(),
+        };
+        shaper.start_bundle(Utc::now());
+        shaper
+    }
+
+    /// Resets per-bundle state; `extracted` becomes the records' `time_extracted`.
+    pub fn start_bundle(&mut self, extracted: DateTime<Utc>) {
+        self.repeats.clear();
+        self.repeat_order.clear();
+        self.events = 0;
+        self.suffix.clear();
+        self.suffix.extend_from_slice(br#"},"time_extracted":""#);
+        self.suffix.extend_from_slice(format_micros(extracted).as_bytes());
+        self.suffix.extend_from_slice(b"\"}\n");
+    }
+
+    /// Appends the RECORD line for one event (a JSON object) to `out`.
+    pub fn shape(&mut self, event: &[u8], out: &mut Vec<u8>) -> Result<(), ShapeError> {
+        self.events += 1;
+        let start = out.len();
+        out.extend_from_slice(PREFIX);
+        out.extend_from_slice(STREAM.as_bytes());
+        out.extend_from_slice(br#"","record":{""#);
+        out.extend_from_slice(KEY_FIELD.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        let key_at = out.len();
+        out.extend_from_slice(&[b'0'; KEY_HEX_LEN]);
+        out.push(b'"');
+
+        for slot in &mut self.identity {
+            *slot = None;
+        }
+        self.extras.clear();
+
+        let mut de = serde_json::Deserializer::from_slice(event);
+        let result = de
+            .deserialize_map(EventVisitor {
+                shaper: self,
+                out: &mut *out,
+            })
+            .and_then(|()| de.end());
+        if let Err(e) = result {
+            out.truncate(start);
+            return Err(ShapeError(format!(
+                "event {} is not valid JSON: {e}",
+                self.events
+            )));
+        }
+
+        if !self.extras.is_empty() && self.extra_selected {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(EXTRA_FIELD.as_bytes());
+            out.extend_from_slice(b"\":{");
+            out.extend_from_slice(&self.extras);
+            out.push(b'}');
+        }
+        out.extend_from_slice(&self.suffix);
+
+        let key = self.event_key();
+        write_hex(key, &mut out[key_at..key_at + KEY_HEX_LEN]);
+        Ok(())
+    }
+
+    /// Hash of the identity fields, then of that and the repeat number.
+    fn event_key(&mut self) -> u128 {
+        let mut h = Xxh3::new();
+        for (i, value) in self.identity.iter().enumerate() {
+            h.update(&[i as u8]);
+            match value {
+                None => h.update(&[0]),
+                Some(bytes) => {
+                    h.update(&[1]);
+                    h.update(&(bytes.len() as u64).to_le_bytes());
+                    h.update(bytes);
+                }
+            }
+        }
+        let identity = h.digest128();
+        let seen = match self.repeats.get_mut(&identity) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                if self.repeat_order.len() == REPEAT_WINDOW
+                    && let Some(old) = self.repeat_order.pop_front()
+                {
+                    self.repeats.remove(&old);
+                }
+                self.repeat_order.push_back(identity);
+                self.repeats.insert(identity, 0);
+                0
+            }
+        };
+        if seen == 0 {
+            identity
+        } else {
+            let mut buf = [0u8; 20];
+            buf[..16].copy_from_slice(&identity.to_le_bytes());
+            buf[16..].copy_from_slice(&seen.to_le_bytes());
+            xxh3_128(&buf)
+        }
+    }
+
+    /// Handles one key/value pair of the event.
+    fn field(&mut self, key: &str, key_escaped: bool, raw: &RawValue, out: &mut Vec<u8>) {
+        let value = raw.get().as_bytes();
+        let Some(&idx) = self.by_name.get(key) else {
+            self.push_extra(key, key_escaped, value);
+            return;
+        };
+        let slot = &mut self.slots[idx];
+        if let Some(id) = slot.identity {
+            self.identity[id] = Some(canonical(value));
+        }
+        if !slot.selected {
+            return;
+        }
+        if !fits(slot.kind, value) {
+            if !slot.warned {
+                slot.warned = true;
+                tracing::warn!(
+                    "field {} has a value that is not of its schema type ({:?}); such values are kept in {EXTRA_FIELD}",
+                    slot.name,
+                    slot.kind
+                );
+            }
+            self.push_extra(key, key_escaped, value);
+            return;
+        }
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(value);
+    }
+
+    fn push_extra(&mut self, key: &str, key_escaped: bool, value: &[u8]) {
+        if !self.extra_selected {
+            if self.warned_unselected_extra.insert(key.to_string()) {
+                tracing::warn!(
+                    "field {key} is kept only in {EXTRA_FIELD}, which the catalog leaves out; its values are not synced"
+                );
+            }
+            return;
+        }
+        if !self.extras.is_empty() {
+            self.extras.push(b',');
+        }
+        if key_escaped {
+            // serde_json's escaping of a `&str` cannot fail.
+            let _ = serde_json::to_writer(&mut self.extras, key);
+        } else {
+            self.extras.push(b'"');
+            self.extras.extend_from_slice(key.as_bytes());
+            self.extras.push(b'"');
+        }
+        self.extras.push(b':');
+        self.extras.extend_from_slice(value);
+    }
+}
+
+/// Whether a value's JSON text has the type the schema declares (null always does).
+fn fits(kind: FieldKind, value: &[u8]) -> bool {
+    let Some(&first) = value.first() else {
+        return false;
+    };
+    if first == b'n' {
+        return true;
+    }
+    match kind {
+        FieldKind::Integer => {
+            (first == b'-' || first.is_ascii_digit())
+                && !value.iter().any(|b| matches!(b, b'.' | b'e' | b'E'))
+        }
+        FieldKind::Number => first == b'-' || first.is_ascii_digit(),
+        FieldKind::String => first == b'"',
+        FieldKind::DateTime => {
+            first == b'"'
+                && if value.contains(&b'\\') {
+                    is_rfc3339(&canonical(value))
+                } else {
+                    is_rfc3339(&value[1..value.len() - 1])
+                }
+        }
+        FieldKind::Boolean => first == b't' || first == b'f',
+        FieldKind::Object => first == b'{',
+    }
+}
+
+/// The value as compared for identity: a string's decoded text, or the raw
+/// JSON text of anything else, so the key does not depend on how a string
+/// happened to be escaped.
+fn canonical(value: &[u8]) -> Vec<u8> {
+    if value.first() == Some(&b'"') {
+        if !value.contains(&b'\\') {
+            return value[1..value.len() - 1].to_vec();
+        }
+        if let Ok(text) = serde_json::from_slice::<String>(value) {
+            return text.into_bytes();
+        }
+    }
+    value.to_vec()
+}
+
+fn write_hex(value: u128, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out.iter_mut().enumerate() {
+        let shift = (KEY_HEX_LEN - 1 - i) * 4;
+        *byte = HEX[((value >> shift) & 0xf) as usize];
+    }
+}
+
+/// A map key that borrows from the input unless it had escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct EventVisitor<'s, 'o> {
+    shaper: &'s mut Shaper,
+    out: &'o mut Vec<u8>,
+}
+
+impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let raw: &'de RawValue = map.next_value()?;
+            let escaped = matches!(key.0, Cow::Owned(_));
+            self.shaper.field(&key.0, escaped, raw, self.out);
+        }
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for EventVisitor<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Schema;
+    use serde_json::Value;
+
+    fn shaper() -> Shaper {
+        let schema = Schema::events();
+        Shaper::new(&schema, &Selection::all(&schema))
+    }
+
+    fn shape(s: &mut Shaper, event: &str) -> (String, Value) {
+        let mut out = Vec::new();
+        s.shape(event.as_bytes(), &mut out).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let value: Value = serde_json::from_str(&line).unwrap();
+        (line, value)
+    }
+
+    const EVENT: &str = r#"{"UserId":9223372036854775807,"SessionId":4503599627370497,"PageId":1,"EventStart":"2020-08-27T06:20:26.900Z","EventType":"click","EventCumulativeLayoutShift":0.12345678901234567890,"PageName":"caf\u00e9 \"q\"","user_plan_str":"pro","evt_n_int":3}"#;
+
+    #[test]
+    fn copies_values_byte_for_byte() {
+        let (line, value) = shape(&mut shaper(), EVENT);
+        assert!(line.starts_with(r#"{"type":"RECORD","stream":"events","record":{"EventKey":""#));
+        assert!(line.contains(r#""UserId":9223372036854775807,"#));
+        assert!(line.contains(r#""EventCumulativeLayoutShift":0.12345678901234567890,"#));
+        assert!(line.contains(r#""PageName":"caf\u00e9 \"q\"""#));
+        assert_eq!(value["record"]["UserId"].as_u64(), Some(9_223_372_036_854_775_807));
+        assert_eq!(
+            value["record"]["ExtraFields"],
+            serde_json::json!({"user_plan_str": "pro", "evt_n_int": 3})
+        );
+        assert!(value["time_extracted"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn key_is_stable_and_ignores_settling_fields() {
+        let a = shape(&mut shaper(), EVENT).1["record"]["EventKey"].clone();
+        let b = shape(&mut shaper(), EVENT).1["record"]["EventKey"].clone();
+        assert_eq!(a, b);
+        assert_eq!(a.as_str().unwrap().len(), 32);
+        // IndvId and durations may change on re-download; the key must not.
+        let settled = EVENT.replace("\"PageId\":1,", "\"PageId\":1,\"IndvId\":7,\"PageActiveDuration\":99,");
+        let c = shape(&mut shaper(), &settled).1["record"]["EventKey"].clone();
+        assert_eq!(a, c);
+        // A different identity gives a different key.
+        let other = EVENT.replace("click", "change");
+        let d = shape(&mut shaper(), &other).1["record"]["EventKey"].clone();
+        assert_ne!(a, d);
+        // Escaping does not change identity.
+        let escaped = EVENT.replace("\"click\"", "\"cl\\u0069ck\"");
+        let e = shape(&mut shaper(), &escaped).1["record"]["EventKey"].clone();
+        assert_eq!(a, e);
+    }
+
+    #[test]
+    fn repeats_get_distinct_keys_and_reset_per_bundle() {
+        let mut s = shaper();
+        let k1 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
+        let k2 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
+        assert_ne!(k1, k2);
+        s.start_bundle(Utc::now());
+        let k3 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
+        assert_eq!(k1, k3);
+    }
+
+    #[test]
+    fn mistyped_values_move_to_extra_fields() {
+        let mut s = shaper();
+        let (_, v) = shape(
+            &mut s,
+            r#"{"UserId":"abc","EventStart":"2020-08-27 06:20","PageDuration":1.5,"ReqStatus":null}"#,
+        );
+        let rec = &v["record"];
+        assert!(rec.get("UserId").is_none() && rec.get("EventStart").is_none());
+        assert_eq!(rec["ReqStatus"], Value::Null);
+        assert_eq!(rec["ExtraFields"]["UserId"], "abc");
+        assert_eq!(rec["ExtraFields"]["EventStart"], "2020-08-27 06:20");
+        assert_eq!(rec["ExtraFields"]["PageDuration"], 1.5);
+    }
+
+    #[test]
+    fn our_own_field_names_in_an_event_are_kept_as_extras() {
+        let (_, v) = shape(&mut shaper(), r#"{"EventKey":"theirs","ExtraFields":1,"k\"q":2}"#);
+        let rec = &v["record"];
+        assert_ne!(rec["EventKey"], "theirs");
+        assert_eq!(rec["ExtraFields"]["EventKey"], "theirs");
+        assert_eq!(rec["ExtraFields"]["ExtraFields"], 1);
+        assert_eq!(rec["ExtraFields"]["k\"q"], 2);
+    }
+
+    #[test]
+    fn unselected_fields_are_absent() {
+        let schema = Schema::events();
+        let catalog = serde_json::json!({"streams": [{"tap_stream_id": "events", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": true}},
+            {"breadcrumb": ["properties", "PageName"], "metadata": {"selected": false}},
+            {"breadcrumb": ["properties", "ExtraFields"], "metadata": {"selected": false}}]}]});
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, catalog.to_string()).unwrap();
+        let sel = Selection::from_catalog_file(&path, &schema).unwrap();
+        let mut s = Shaper::new(&schema, &sel);
+        let (_, v) = shape(&mut s, EVENT);
+        let rec = v["record"].as_object().unwrap();
+        assert!(!rec.contains_key("PageName") && !rec.contains_key("ExtraFields"));
+        assert!(rec.contains_key("UserId") && rec.contains_key("EventKey"));
+    }
+
+    #[test]
+    fn invalid_json_is_an_error_and_leaves_no_output() {
+        let mut s = shaper();
+        let mut out = b"keep".to_vec();
+        assert!(s.shape(br#"{"a":}"#, &mut out).is_err());
+        assert!(s.shape(br#"{"a":1} x"#, &mut out).is_err());
+        assert_eq!(out, b"keep");
+    }
+}

@@ -257,11 +257,11 @@ struct Response<'a> {
 }
 
 impl Response<'static> {
-    fn json(status: u16, body: &str) -> Self {
+    fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
         Response {
             status,
             headers: vec![("Content-Type".into(), "application/json".into())],
-            body: Cow::Owned(body.as_bytes().to_vec()),
+            body: Cow::Owned(body.into()),
         }
     }
 }
@@ -581,10 +581,7 @@ impl Shared {
                             Some(b) => b.clone(),
                             None => self.list_body(start),
                         };
-                        Response {
-                            body: Cow::Owned(body),
-                            ..Response::json(200, "")
-                        }
+                        Response::json(200, body)
                     }
                     _ => Response::json(
                         400,

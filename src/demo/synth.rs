@@ -67,8 +67,8 @@ fn bundle_seed(seed: u64, k: u64) -> u64 {
 }
 
 /// A JSON array (as UTF-8 text bytes) of `n` event rows with `EventStart` in
-/// `[start, stop)` (unix seconds), ordered by `EventStart`. About 1.2 KB per
-/// row. Deterministic for a given `seed`.
+/// `[start, stop)` (unix seconds), ordered by `EventStart`. About 1.2-1.5 KB per
+/// row (compact JSON, no whitespace). Deterministic for a given `seed`.
 pub fn synthetic_events(seed: u64, start: i64, stop: i64, n: usize) -> Vec<u8> {
     let mut rng = Rng::with_seed(seed);
     let lo = start.saturating_mul(1000);
@@ -89,10 +89,11 @@ pub fn synthetic_events(seed: u64, start: i64, stop: i64, n: usize) -> Vec<u8> {
             })
             .collect();
     }
-    users[0].indv = if max_slot == 0 { ID_MAX } else { users[0].indv };
-    users[0].uid = if max_slot == 1 { ID_MAX } else { users[0].uid };
-    if max_slot == 2 {
-        users[0].sessions[0].id = ID_MAX;
+    match max_slot {
+        0 => users[0].indv = ID_MAX,
+        1 => users[0].uid = ID_MAX,
+        2 => users[0].sessions[0].id = ID_MAX,
+        _ => {}
     }
 
     let n_pages = n / 10 + 1;

@@ -131,10 +131,21 @@ mod tests {
     #[test]
     fn json_lists_every_setting_and_marks_the_secret() {
         let v = about_json();
-        assert_eq!(v["settings"]["properties"].as_object().unwrap().len(), SETTINGS.len());
-        assert_eq!(v["settings"]["properties"]["api_key"]["secret"], json!(true));
+        assert_eq!(
+            v["settings"]["properties"].as_object().unwrap().len(),
+            SETTINGS.len()
+        );
+        assert_eq!(
+            v["settings"]["properties"]["api_key"]["secret"],
+            json!(true)
+        );
         assert_eq!(v["settings"]["required"], json!(["api_key", "start_date"]));
-        assert!(v["capabilities"].as_array().unwrap().contains(&json!("state")));
+        assert!(
+            v["capabilities"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("state"))
+        );
     }
 
     #[test]

@@ -334,7 +334,11 @@ mod tests {
         ];
         let gz = gzip(SAMPLE.as_bytes());
         for chunk in [1, 2, 3, 7, 64, 1 << 20] {
-            assert_eq!(collect(SAMPLE.as_bytes(), chunk).unwrap(), want, "plain {chunk}");
+            assert_eq!(
+                collect(SAMPLE.as_bytes(), chunk).unwrap(),
+                want,
+                "plain {chunk}"
+            );
             assert_eq!(collect(&gz, chunk).unwrap(), want, "gzip {chunk}");
         }
     }
@@ -345,7 +349,10 @@ mod tests {
         let mut body = gzip(a);
         body.extend(gzip(b));
         assert_eq!(collect(&body, 5).unwrap().len(), 3);
-        assert_eq!(collect(&gzip(&gzip(SAMPLE.as_bytes())), 5).unwrap().len(), 3);
+        assert_eq!(
+            collect(&gzip(&gzip(SAMPLE.as_bytes())), 5).unwrap().len(),
+            3
+        );
     }
 
     #[test]
@@ -374,7 +381,11 @@ mod tests {
         let n = gz.len();
         gz[n - 8] ^= 0xff;
         assert!(collect(&gz, 100).is_err());
-        assert!(collect(b"[{}] x", 100).unwrap_err().contains("after the closing"));
+        assert!(
+            collect(b"[{}] x", 100)
+                .unwrap_err()
+                .contains("after the closing")
+        );
         let mut trailing = gzip(SAMPLE.as_bytes());
         trailing.extend_from_slice(b"garbage");
         assert!(collect(&trailing, 100).is_err());
@@ -383,7 +394,11 @@ mod tests {
     #[test]
     fn rejects_wrong_shapes() {
         assert!(collect(b"{}", 1).is_err());
-        assert!(collect(b"[1]", 1).unwrap_err().contains("not a JSON object"));
+        assert!(
+            collect(b"[1]", 1)
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
         assert!(collect(b"[{},]", 1).is_err());
         assert!(collect(b"[{} {}]", 1).is_err());
         assert!(collect(b"<html>", 1).is_err());

@@ -166,7 +166,10 @@ impl Selection {
             .map_err(|why| Error::Input(format!("catalog file '{}': {why}", path.display())))
     }
 
-    fn from_catalog(catalog: &Map<String, Value>, schema: &Schema) -> std::result::Result<Selection, String> {
+    fn from_catalog(
+        catalog: &Map<String, Value>,
+        schema: &Schema,
+    ) -> std::result::Result<Selection, String> {
         let streams = match catalog.get("streams") {
             Some(Value::Array(streams)) => streams,
             Some(other) => {
@@ -265,9 +268,10 @@ fn parse_metadata(entry: &Map<String, Value>, i: usize) -> std::result::Result<M
     };
     let mut out = Vec::with_capacity(list.len());
     for (j, item) in list.iter().enumerate() {
-        let crumb = item.get("breadcrumb").and_then(Value::as_array).ok_or_else(|| {
-            format!("streams[{i}].metadata[{j}] has no 'breadcrumb' array")
-        })?;
+        let crumb = item
+            .get("breadcrumb")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("streams[{i}].metadata[{j}] has no 'breadcrumb' array"))?;
         let crumb = crumb
             .iter()
             .map(|c| c.as_str().map(str::to_string))
@@ -276,7 +280,11 @@ fn parse_metadata(entry: &Map<String, Value>, i: usize) -> std::result::Result<M
         let md = match item.get("metadata") {
             Some(Value::Object(md)) => md.clone(),
             None | Some(Value::Null) => Map::new(),
-            Some(_) => return Err(format!("streams[{i}].metadata[{j}].metadata must be an object")),
+            Some(_) => {
+                return Err(format!(
+                    "streams[{i}].metadata[{j}].metadata must be an object"
+                ));
+            }
         };
         out.push((crumb, md));
     }
@@ -334,7 +342,9 @@ mod tests {
         .unwrap();
         assert!(sel.stream);
         assert!(!sel.has_field("PageUrl"));
-        assert!(sel.has_field("EventKey") && sel.has_field("EventStart") && sel.has_field("UserId"));
+        assert!(
+            sel.has_field("EventKey") && sel.has_field("EventStart") && sel.has_field("UserId")
+        );
         // No entry: follows the stream.
         assert!(sel.has_field("PageName"));
     }
@@ -351,8 +361,10 @@ mod tests {
 
     #[test]
     fn unknown_streams_and_fields_are_errors_when_selected() {
-        let err = select(json!({"streams": [{"tap_stream_id": "sessions", "metadata": [
-            {"breadcrumb": [], "metadata": {"selected": true}}]}]}))
+        let err = select(
+            json!({"streams": [{"tap_stream_id": "sessions", "metadata": [
+            {"breadcrumb": [], "metadata": {"selected": true}}]}]}),
+        )
         .unwrap_err();
         assert!(err.contains("'sessions'"), "{err}");
         let err = select(json!({"streams": [{"tap_stream_id": "events", "metadata": [

@@ -108,8 +108,8 @@ fn run(args: Args) -> Result<()> {
     }
     let schema = Schema::events();
     if args.discover {
-        let mut text = serde_json::to_string_pretty(&schema.catalog())
-            .map_err(|e| Error::Output(e.into()))?;
+        let mut text =
+            serde_json::to_string_pretty(&schema.catalog()).map_err(|e| Error::Output(e.into()))?;
         text.push('\n');
         return print_stdout(&text);
     }
@@ -188,7 +188,8 @@ async fn output_closed() {
                     let _ = tx.send(());
                     return;
                 }
-                if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                if n < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
                 {
                     return;
                 }

@@ -106,10 +106,9 @@ impl Client {
         let start = start.max(1);
         let url = format!("{}/api/v1/export/list?start={start}", self.base_url);
         let resp = self.send(&url, "list").await?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| Failure::retry(format!("reading the bundle list failed: {}", chain(&e))))?;
+        let body = resp.bytes().await.map_err(|e| {
+            Failure::retry(format!("reading the bundle list failed: {}", chain(&e)))
+        })?;
         let parsed: ListBody = serde_json::from_slice(&body).map_err(|e| {
             Failure::retry(format!(
                 "the bundle list is not the expected JSON ({e}): {}",
@@ -148,11 +147,7 @@ impl Client {
     /// caller reads the body with [`Response::chunk`].
     pub async fn download(&self, id: &str) -> Result<Response, Failure> {
         self.pace().await;
-        let url = format!(
-            "{}/api/v1/export/get?id={}",
-            self.base_url,
-            url_escape(id)
-        );
+        let url = format!("{}/api/v1/export/get?id={}", self.base_url, url_escape(id));
         self.send(&url, "get").await
     }
 

@@ -333,7 +333,9 @@ impl RawConfig {
                 Err(bad(
                     source,
                     key,
-                    &format!("{text:?} is not a date-time; use RFC 3339 (2024-01-31T00:00:00Z) or YYYY-MM-DD"),
+                    &format!(
+                        "{text:?} is not a date-time; use RFC 3339 (2024-01-31T00:00:00Z) or YYYY-MM-DD"
+                    ),
                 ))
             }
         }
@@ -506,7 +508,10 @@ mod tests {
             .validate(now())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("'c.json'") && err.contains("'start_date'"), "{err}");
+        assert!(
+            err.contains("'c.json'") && err.contains("'start_date'"),
+            "{err}"
+        );
 
         let err = raw(json!({"api_key": " ", "start_date": "2024-01-01"}))
             .validate(now())
@@ -525,7 +530,8 @@ mod tests {
     fn rejects_bad_dates() {
         let future = raw(json!({"api_key": "k", "start_date": "2030-01-01"}));
         assert!(future.validate(now()).is_err());
-        let reversed = raw(json!({"api_key": "k", "start_date": "2024-02-01", "end_date": "2024-01-01"}));
+        let reversed =
+            raw(json!({"api_key": "k", "start_date": "2024-02-01", "end_date": "2024-01-01"}));
         assert!(
             reversed
                 .validate(now())

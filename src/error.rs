@@ -24,7 +24,9 @@ pub enum Error {
     Spool(String),
 
     /// The process reading our stdout (the Singer target) went away.
-    #[error("the target closed its input (stdout): stopping; the last STATE written is safe to resume from")]
+    #[error(
+        "the target closed its input (stdout): stopping; the last STATE written is safe to resume from"
+    )]
     OutputClosed,
 
     /// Writing to stdout failed for another reason.

@@ -156,7 +156,8 @@ impl Shaper {
         self.events = 0;
         self.suffix.clear();
         self.suffix.extend_from_slice(br#"},"time_extracted":""#);
-        self.suffix.extend_from_slice(format_micros(extracted).as_bytes());
+        self.suffix
+            .extend_from_slice(format_micros(extracted).as_bytes());
         self.suffix.extend_from_slice(b"\"}\n");
     }
 
@@ -436,7 +437,10 @@ mod tests {
         assert!(line.contains(r#""UserId":9223372036854775807,"#));
         assert!(line.contains(r#""EventCumulativeLayoutShift":0.12345678901234567890,"#));
         assert!(line.contains(r#""PageName":"caf\u00e9 \"q\"""#));
-        assert_eq!(value["record"]["UserId"].as_u64(), Some(9_223_372_036_854_775_807));
+        assert_eq!(
+            value["record"]["UserId"].as_u64(),
+            Some(9_223_372_036_854_775_807)
+        );
         assert_eq!(
             value["record"]["ExtraFields"],
             serde_json::json!({"user_plan_str": "pro", "evt_n_int": 3})
@@ -451,7 +455,10 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.as_str().unwrap().len(), 32);
         // IndvId and durations may change on re-download; the key must not.
-        let settled = EVENT.replace("\"PageId\":1,", "\"PageId\":1,\"IndvId\":7,\"PageActiveDuration\":99,");
+        let settled = EVENT.replace(
+            "\"PageId\":1,",
+            "\"PageId\":1,\"IndvId\":7,\"PageActiveDuration\":99,",
+        );
         let c = shape(&mut shaper(), &settled).1["record"]["EventKey"].clone();
         assert_eq!(a, c);
         // A different identity gives a different key.
@@ -492,7 +499,10 @@ mod tests {
 
     #[test]
     fn our_own_field_names_in_an_event_are_kept_as_extras() {
-        let (_, v) = shape(&mut shaper(), r#"{"EventKey":"theirs","ExtraFields":1,"k\"q":2}"#);
+        let (_, v) = shape(
+            &mut shaper(),
+            r#"{"EventKey":"theirs","ExtraFields":1,"k\"q":2}"#,
+        );
         let rec = &v["record"];
         assert_ne!(rec["EventKey"], "theirs");
         assert_eq!(rec["ExtraFields"]["EventKey"], "theirs");

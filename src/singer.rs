@@ -37,7 +37,13 @@ impl<W: Write> SingerWriter<W> {
     }
 
     /// Writes a SCHEMA message.
-    pub fn schema(&mut self, stream: &str, schema: Value, keys: &[&str], bookmarks: &[&str]) -> Result<()> {
+    pub fn schema(
+        &mut self,
+        stream: &str,
+        schema: Value,
+        keys: &[&str],
+        bookmarks: &[&str],
+    ) -> Result<()> {
         self.message(&json!({
             "type": "SCHEMA",
             "stream": stream,
@@ -127,8 +133,13 @@ mod tests {
     #[test]
     fn writes_one_message_per_line_and_copies_spools() {
         let mut w = SingerWriter::new(Vec::new());
-        w.schema("events", json!({"type": "object"}), &["EventKey"], &["EventStart"])
-            .unwrap();
+        w.schema(
+            "events",
+            json!({"type": "object"}),
+            &["EventKey"],
+            &["EventStart"],
+        )
+        .unwrap();
         let mut spool = tempfile::tempfile().unwrap();
         spool.write_all(b"{\"type\":\"RECORD\"}\n").unwrap();
         assert_eq!(w.copy_spool(&mut spool).unwrap(), 18);
@@ -136,7 +147,9 @@ mod tests {
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].starts_with(r#"{"type":"SCHEMA""#) || lines[0].contains(r#""type":"SCHEMA""#));
+        assert!(
+            lines[0].starts_with(r#"{"type":"SCHEMA""#) || lines[0].contains(r#""type":"SCHEMA""#)
+        );
         assert_eq!(lines[1], r#"{"type":"RECORD"}"#);
         assert!(lines[2].contains(r#""type":"STATE""#));
     }

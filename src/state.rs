@@ -37,18 +37,16 @@ impl State {
     /// present the later instant wins.
     pub fn load(path: &Path) -> Result<State> {
         let map = read_json_object(path, "state")?;
-        State::from_map(map).map_err(|why| {
-            Error::Input(format!("state file '{}': {why}", path.display()))
-        })
+        State::from_map(map)
+            .map_err(|why| Error::Input(format!("state file '{}': {why}", path.display())))
     }
 
     fn from_map(mut map: Map<String, Value>) -> std::result::Result<State, String> {
         let legacy = match map.remove(STREAM) {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(Bookmark {
-                stop: parse_datetime(&text).ok_or_else(|| {
-                    format!("key '{STREAM}': {text:?} is not a date-time")
-                })?,
+                stop: parse_datetime(&text)
+                    .ok_or_else(|| format!("key '{STREAM}': {text:?} is not a date-time"))?,
                 bundle_id: None,
             }),
             Some(other) => {

@@ -115,7 +115,10 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
             let started = Instant::now();
             let mut spooled = self.fetch(bundle).await?;
             let stop = from_unix(bundle.stop).ok_or_else(|| {
-                Error::Api(format!("bundle {} has an impossible Stop {}", bundle.id, bundle.stop))
+                Error::Api(format!(
+                    "bundle {} has an impossible Stop {}",
+                    bundle.id, bundle.stop
+                ))
             })?;
             // Records, then the STATE that covers them, in one uninterrupted step.
             tokio::task::block_in_place(|| -> Result<()> {
@@ -150,7 +153,9 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
         let mut listed = Vec::new();
         loop {
             let page = self
-                .retrying(&format!("listing bundles after {start}"), || self.client.list(start))
+                .retrying(&format!("listing bundles after {start}"), || {
+                    self.client.list(start)
+                })
                 .await?;
             let count = page.len();
             let last_stop = page.iter().map(|b| b.stop).max();
@@ -232,7 +237,13 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
         let selection = Arc::clone(&self.selection);
         let extracted = Utc::now();
         let worker = tokio::task::spawn_blocking(move || {
-            spool_bundle(ChannelReader::new(rx), spool, &schema, &selection, extracted)
+            spool_bundle(
+                ChannelReader::new(rx),
+                spool,
+                &schema,
+                &selection,
+                extracted,
+            )
         });
 
         let mut received = 0u64;
@@ -413,7 +424,10 @@ fn log_progress(
     let left = total - done;
     let eta = if left > 0 {
         let per_bundle = run_started.elapsed().as_secs_f64() / done as f64;
-        format!(", ETA {}", human_duration(Duration::from_secs_f64(per_bundle * left as f64)))
+        format!(
+            ", ETA {}",
+            human_duration(Duration::from_secs_f64(per_bundle * left as f64))
+        )
     } else {
         String::new()
     };
@@ -470,9 +484,18 @@ mod tests {
 
     #[test]
     fn plan_sorts_dedupes_and_filters() {
-        let listed = vec![b("c", 20, 30), b("a", 0, 10), b("b", 10, 20), b("b", 10, 20), b("d", 30, 40)];
+        let listed = vec![
+            b("c", 20, 30),
+            b("a", 0, 10),
+            b("b", 10, 20),
+            b("b", 10, 20),
+            b("d", 30, 40),
+        ];
         let ids = |v: Vec<BundleInfo>| v.into_iter().map(|b| b.id).collect::<Vec<_>>();
-        assert_eq!(ids(plan(listed.clone(), 0, None, None)), ["a", "b", "c", "d"]);
+        assert_eq!(
+            ids(plan(listed.clone(), 0, None, None)),
+            ["a", "b", "c", "d"]
+        );
         assert_eq!(ids(plan(listed.clone(), 10, Some(30), None)), ["b", "c"]);
         let bm = Bookmark {
             stop: from_unix(5).unwrap(),

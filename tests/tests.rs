@@ -11,7 +11,11 @@ use tap_fullstory::demo::{BundleSpec, Encoding, Fault, Route};
 
 #[test]
 fn discover_prints_a_catalog_with_metadata() {
-    let run = Tap::new().arg("--discover").config(&json!({})).run().success();
+    let run = Tap::new()
+        .arg("--discover")
+        .config(&json!({}))
+        .run()
+        .success();
     let catalog: Value = serde_json::from_str(&run.stdout).unwrap();
     let stream = &catalog["streams"][0];
     assert_eq!(stream["tap_stream_id"], "events");
@@ -49,7 +53,10 @@ fn syncs_every_bundle_across_list_pages_exactly_once() {
     let want: Vec<String> = specs.iter().map(|b| rfc3339(b.stop)).collect();
     assert_eq!(stops, want);
     assert_eq!(bookmark_stop(&run.last_state()), rfc3339(specs[24].stop));
-    assert_eq!(run.last_state()["bookmarks"]["events"]["bundle_id"], specs[24].id);
+    assert_eq!(
+        run.last_state()["bookmarks"]["events"]["bundle_id"],
+        specs[24].id
+    );
 
     let lists: Vec<_> = srv
         .requests()
@@ -69,7 +76,14 @@ fn syncs_every_bundle_across_list_pages_exactly_once() {
 #[test]
 fn records_are_byte_faithful() {
     let json = r#"[{"UserId":9223372036854775807,"SessionId":4503599627370497,"PageId":18014398509481985,"IndvId":9007199254740993,"EventStart":"2024-01-01T00:00:01.234Z","EventType":"custom","EventCustomName":"caf\u00e9 \"quoted\" \\ \n \u0001 \ud83d\ude00","EventCumulativeLayoutShift":0.1234567890123456789012,"PageDuration":-0,"user_score_real":1e400,"evt_big_int":123456789012345678901234567890,"PageName":"日本語 ✓"}]"#;
-    let spec = BundleSpec::from_events_json("1", T0, T0 + DAY, json.as_bytes().to_vec(), 1, Encoding::GzipFile);
+    let spec = BundleSpec::from_events_json(
+        "1",
+        T0,
+        T0 + DAY,
+        json.as_bytes().to_vec(),
+        1,
+        Encoding::GzipFile,
+    );
     let srv = server(vec![spec]);
     let run = Tap::new().config(&config(&srv)).run().success();
     let line = run
@@ -99,7 +113,11 @@ fn second_run_with_the_last_state_downloads_nothing() {
     let srv = server(specs.clone());
     let first = Tap::new().config(&config(&srv)).run().success();
     let state = first.last_state();
-    let second = Tap::new().config(&config(&srv)).state(&state).run().success();
+    let second = Tap::new()
+        .config(&config(&srv))
+        .state(&state)
+        .run()
+        .success();
     assert!(second.records().is_empty());
     assert_eq!(second.last_state(), state);
     for b in &specs {
@@ -112,7 +130,11 @@ fn resumes_after_the_bookmarked_bundle() {
     let specs = bundles(6, 4, Encoding::GzipFile);
     let srv = server(specs.clone());
     let state = json!({"bookmarks": {"events": {"bundle_stop": rfc3339(specs[2].stop), "bundle_id": specs[2].id}}});
-    let run = Tap::new().config(&config(&srv)).state(&state).run().success();
+    let run = Tap::new()
+        .config(&config(&srv))
+        .state(&state)
+        .run()
+        .success();
     assert_eq!(run.records().len(), 3 * 4);
     assert_eq!(run.states()[0], {
         let mut s = state.clone();
@@ -161,7 +183,11 @@ fn catalog_selection_is_honoured() {
         {"breadcrumb": ["properties", "ExtraFields"], "metadata": {"selected": false}},
         {"breadcrumb": ["properties", "EventStart"], "metadata": {"selected": false}}
     ]}]});
-    let run = Tap::new().config(&config(&srv)).catalog(&catalog).run().success();
+    let run = Tap::new()
+        .config(&config(&srv))
+        .catalog(&catalog)
+        .run()
+        .success();
     let schema = &run.messages()[0]["schema"]["properties"];
     assert!(schema.get("PageUrl").is_none() && schema.get("ExtraFields").is_none());
     assert!(schema.get("EventStart").is_some(), "automatic field stays");
@@ -177,14 +203,22 @@ fn catalog_selection_is_honoured() {
         {"breadcrumb": [], "metadata": {"selected": false}}]}]});
     let tap = Tap::new().config(&config(&srv));
     let path = tap.file("props.json", &off.to_string());
-    let run = tap.arg("--properties").arg(path.to_string_lossy()).run().success();
+    let run = tap
+        .arg("--properties")
+        .arg(path.to_string_lossy())
+        .run()
+        .success();
     assert!(run.messages().iter().all(|m| m["type"] == "STATE"));
 }
 
 #[test]
 fn gzip_content_encoding_and_plain_bodies_give_the_same_records() {
     let mut outputs = Vec::new();
-    for enc in [Encoding::GzipFile, Encoding::ContentEncodingGzip, Encoding::Plain] {
+    for enc in [
+        Encoding::GzipFile,
+        Encoding::ContentEncodingGzip,
+        Encoding::Plain,
+    ] {
         let srv = server(bundles(2, 20, enc));
         let run = Tap::new().config(&config(&srv)).run().success();
         let mut records = run.records();
@@ -233,7 +267,12 @@ fn truncated_download_is_retried_without_duplicates() {
     let specs = bundles(3, 50, Encoding::GzipFile);
     let srv = server(specs.clone());
     let id = specs[1].id.clone();
-    srv.push_fault(Route::Get(Some(id.clone())), Fault::Truncate { after: specs[1].body.len() / 2 });
+    srv.push_fault(
+        Route::Get(Some(id.clone())),
+        Fault::Truncate {
+            after: specs[1].body.len() / 2,
+        },
+    );
     srv.push_fault(Route::Get(Some(id.clone())), Fault::Reset { after: 100 });
     let run = Tap::new().config(&config(&srv)).run().success();
     let records = run.records();
@@ -256,7 +295,10 @@ fn keys_are_the_same_when_a_bundle_is_downloaded_again() {
             .map(|r| r["EventKey"].as_str().unwrap().to_string())
             .collect()
     };
-    let a = Tap::new().config(&config(&server(specs.clone()))).run().success();
+    let a = Tap::new()
+        .config(&config(&server(specs.clone())))
+        .run()
+        .success();
     let b = Tap::new().config(&config(&server(specs))).run().success();
     assert_eq!(keys(&a), keys(&b));
 }
@@ -266,13 +308,20 @@ fn persistent_failure_stops_with_state_behind_the_failed_bundle() {
     let specs = bundles(3, 5, Encoding::GzipFile);
     let srv = server(specs.clone());
     for _ in 0..10 {
-        srv.push_fault(Route::Get(Some(specs[1].id.clone())), Fault::Truncate { after: 20 });
+        srv.push_fault(
+            Route::Get(Some(specs[1].id.clone())),
+            Fault::Truncate { after: 20 },
+        );
     }
     let run = Tap::new().config(&config(&srv)).run().failure(1);
     assert_eq!(run.records().len(), 5, "only the first bundle's records");
     assert_eq!(bookmark_stop(&run.last_state()), rfc3339(specs[0].stop));
     assert!(run.last_log().contains(&specs[1].id), "{}", run.last_log());
-    assert!(run.last_log().contains("giving up after 5 attempts"), "{}", run.last_log());
+    assert!(
+        run.last_log().contains("giving up after 5 attempts"),
+        "{}",
+        run.last_log()
+    );
 }
 
 #[test]
@@ -293,30 +342,64 @@ fn bad_config_is_a_one_line_error_and_no_output() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({"start_date": "2024-01-01"}), "api_key"),
         (json!({"api_key": KEY}), "start_date"),
-        (json!({"api_key": KEY, "start_date": "not a date"}), "start_date"),
-        (json!({"api_key": KEY, "start_date": "2099-01-01"}), "future"),
-        (json!({"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-01-01"}), "end_date"),
-        (json!({"api_key": "", "start_date": "2024-01-01"}), "api_key"),
-        (json!({"api_key": KEY, "start_date": "2024-01-01", "base_url": "http://example.com"}), "base_url"),
-        (json!({"api_key": KEY, "start_date": "2024-01-01", "max_retries": "many"}), "max_retries"),
+        (
+            json!({"api_key": KEY, "start_date": "not a date"}),
+            "start_date",
+        ),
+        (
+            json!({"api_key": KEY, "start_date": "2099-01-01"}),
+            "future",
+        ),
+        (
+            json!({"api_key": KEY, "start_date": "2024-02-01", "end_date": "2024-01-01"}),
+            "end_date",
+        ),
+        (
+            json!({"api_key": "", "start_date": "2024-01-01"}),
+            "api_key",
+        ),
+        (
+            json!({"api_key": KEY, "start_date": "2024-01-01", "base_url": "http://example.com"}),
+            "base_url",
+        ),
+        (
+            json!({"api_key": KEY, "start_date": "2024-01-01", "max_retries": "many"}),
+            "max_retries",
+        ),
         (json!([1, 2]), "JSON object"),
     ];
     for (cfg, word) in cases {
         let run = Tap::new().config(&cfg).run().failure(2);
         assert!(run.stdout.is_empty(), "stdout for {cfg}: {}", run.stdout);
         assert!(run.last_log().contains(word), "{cfg}: {}", run.last_log());
-        assert!(run.last_log().contains("config"), "{cfg}: {}", run.last_log());
+        assert!(
+            run.last_log().contains("config"),
+            "{cfg}: {}",
+            run.last_log()
+        );
     }
     // Missing and invalid files, a later file overriding an earlier one.
-    let run = Tap::new().arg("--config").arg("/nonexistent/c.json").run().failure(2);
+    let run = Tap::new()
+        .arg("--config")
+        .arg("/nonexistent/c.json")
+        .run()
+        .failure(2);
     assert!(run.last_log().contains("/nonexistent/c.json"));
     let tap = Tap::new();
     let bad = tap.file("bad.json", "{\"api_key\": ");
-    let run = tap.arg("--config").arg(bad.to_string_lossy()).run().failure(2);
+    let run = tap
+        .arg("--config")
+        .arg(bad.to_string_lossy())
+        .run()
+        .failure(2);
     assert!(run.last_log().contains("not valid JSON"));
     let mut override_cfg = good.clone();
     override_cfg["start_date"] = json!("2099-01-01");
-    let run = Tap::new().config(&good).config(&json!({"start_date": "2099-01-01"})).run().failure(2);
+    let run = Tap::new()
+        .config(&good)
+        .config(&json!({"start_date": "2099-01-01"}))
+        .run()
+        .failure(2);
     assert!(run.last_log().contains("config1.json") || run.last_log().contains("config2.json"));
     let run = Tap::new().run().failure(2);
     assert!(run.last_log().contains("--config"));
@@ -340,7 +423,12 @@ fn config_from_the_environment() {
 
 #[test]
 fn about_describes_the_tap() {
-    let run = Tap::new().arg("--about").arg("--format").arg("json").run().success();
+    let run = Tap::new()
+        .arg("--about")
+        .arg("--format")
+        .arg("json")
+        .run()
+        .success();
     let about: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(about["name"], "tap-fullstory");
     assert_eq!(about["settings"]["properties"]["api_key"]["secret"], true);

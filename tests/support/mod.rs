@@ -195,7 +195,11 @@ impl Run {
 
     pub fn assert_no_secret(&self) {
         assert!(!self.stdout.contains(KEY), "API key on stdout");
-        assert!(!self.stderr.contains(KEY), "API key on stderr:\n{}", self.stderr);
+        assert!(
+            !self.stderr.contains(KEY),
+            "API key on stderr:\n{}",
+            self.stderr
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary against a local FullStory-compatible server.
 
+mod faults;
 mod support;
 
 use std::collections::HashSet;

@@ -1,0 +1,616 @@
+//! The fault-injection suite. Each case ends one of two ways, and asserts which:
+//! (a) the run completes with every event exactly once and the final STATE at
+//! the last bundle, or (b) it stops non-zero with a one-line reason, and the
+//! last STATE covers exactly the records written before it.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tap_fullstory::demo::{BundleSpec, Encoding, Fault, Route, Server, ServerOptions, gzip};
+
+use crate::support::*;
+
+/// Outcome (a): all events once, bookmark at the last bundle.
+fn assert_complete(run: &Run, specs: &[BundleSpec]) {
+    assert_eq!(run.code, 0, "exit code; stderr:\n{}", run.stderr);
+    let records = run.records();
+    assert_eq!(records.len(), total_events(specs), "every event once");
+    let keys: HashSet<&str> = records
+        .iter()
+        .map(|r| r["EventKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), records.len(), "no duplicate keys");
+    let last = specs.iter().map(|b| b.stop).max().unwrap();
+    assert_eq!(bookmark_stop(&run.last_state()), rfc3339(last));
+}
+
+/// Outcome (b): non-zero, one-line reason, and every STATE is preceded by
+/// exactly the records of the bundles it covers.
+fn assert_stopped_consistently(run: &Run, code: i32, specs: &[BundleSpec]) {
+    assert_eq!(run.code, code, "exit code; stderr:\n{}", run.stderr);
+    assert!(!run.last_log().is_empty());
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert_states_cover_records(run, specs);
+}
+
+/// Walks the messages: at each STATE, the records so far must be exactly the
+/// events of the bundles ending at or before its bookmark.
+fn assert_states_cover_records(run: &Run, specs: &[BundleSpec]) {
+    let mut seen = 0usize;
+    for msg in run.messages() {
+        match msg["type"].as_str() {
+            Some("RECORD") => seen += 1,
+            Some("STATE") => {
+                let covered: usize =
+                    match msg["value"]["bookmarks"]["events"]["bundle_stop"].as_str() {
+                        None => 0,
+                        Some(stop) => specs
+                            .iter()
+                            .filter(|b| rfc3339(b.stop).as_str() <= stop)
+                            .map(|b| b.events)
+                            .sum(),
+                    };
+                assert_eq!(seen, covered, "STATE {} after {seen} records", msg["value"]);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn status(code: u16, headers: &[(&str, &str)]) -> Fault {
+    Fault::Status {
+        code,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: br#"{"code":"unavailable"}"#.to_vec(),
+    }
+}
+
+fn get(spec: &BundleSpec) -> Route {
+    Route::Get(Some(spec.id.clone()))
+}
+
+// ---- faults from the server -------------------------------------------------
+
+#[test]
+fn repeated_429s_are_waited_out_as_told() {
+    let specs = bundles(2, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    for _ in 0..3 {
+        srv.push_fault(get(&specs[0]), status(429, &[("Retry-After", "1")]));
+    }
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    let tries: Vec<Instant> = srv
+        .requests()
+        .iter()
+        .filter(|r| r.query.contains(&specs[0].id))
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(tries.len(), 4);
+    for pair in tries.windows(2) {
+        assert!(
+            pair[1].duration_since(pair[0]) >= Duration::from_secs(1),
+            "retried before Retry-After"
+        );
+    }
+}
+
+#[test]
+fn a_server_enforcing_two_downloads_per_window_is_never_hammered() {
+    let specs = bundles(5, 5, Encoding::GzipFile);
+    let srv = Server::start(ServerOptions {
+        api_key: KEY.into(),
+        bundles: specs.clone(),
+        rate_limit: Some((2, Duration::from_secs(1))),
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    // Paced like the server: no 429 at all.
+    let mut cfg = config(&srv);
+    cfg["downloads_per_window"] = json!(2);
+    cfg["download_window_seconds"] = json!(1.1);
+    let run = Tap::new().config(&cfg).run();
+    assert_complete(&run, &specs);
+    let limited = srv
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(429))
+        .count();
+    assert_eq!(limited, 0, "pacing kept within the limit");
+
+    // Unpaced: the 429s and their Retry-After do the pacing, and the tap
+    // makes no more than one early request per refusal.
+    let srv = Server::start(ServerOptions {
+        api_key: KEY.into(),
+        bundles: specs.clone(),
+        rate_limit: Some((2, Duration::from_secs(1))),
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let mut cfg = config(&srv);
+    cfg["max_retries"] = json!(10);
+    let run = Tap::new().config(&cfg).run();
+    assert_complete(&run, &specs);
+    let gets: Vec<_> = srv
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/get"))
+        .collect();
+    let limited = gets.iter().filter(|r| r.status == Some(429)).count();
+    assert!(limited <= 3, "{limited} refusals for 5 downloads at 2/s");
+}
+
+#[test]
+fn bursts_of_5xx_are_retried() {
+    let specs = bundles(3, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    for code in [500, 502, 503] {
+        srv.push_fault(get(&specs[1]), status(code, &[]));
+    }
+    srv.push_fault(Route::List, status(502, &[]));
+    srv.push_fault(Route::List, status(503, &[]));
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    assert_eq!(srv.get_count(&specs[1].id), 4);
+}
+
+#[test]
+fn connection_refused_then_up() {
+    let specs = bundles(2, 5, Encoding::GzipFile);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = json!({
+        "api_key": KEY,
+        "start_date": "2024-01-01",
+        "base_url": format!("http://127.0.0.1:{port}"),
+        "download_window_seconds": 0,
+        "retry_base_delay": 0.3,
+        "retry_max_delay": 0.5,
+        "max_retries": 8,
+    });
+    cfg["request_timeout"] = json!(5);
+    let tap = Tap::new().config(&cfg);
+    let child = tap
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let _srv = Server::start(ServerOptions {
+        api_key: KEY.into(),
+        bundles: specs.clone(),
+        port,
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_no_secret();
+    assert_complete(&run, &specs);
+    assert!(run.stderr.contains("retrying"));
+}
+
+#[test]
+fn connection_reset_mid_body_is_retried() {
+    let specs = bundles(2, 200, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.push_fault(
+        get(&specs[0]),
+        Fault::Reset {
+            after: specs[0].body.len() / 3,
+        },
+    );
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    assert_eq!(srv.get_count(&specs[0].id), 2);
+}
+
+#[test]
+fn corrupt_bodies_are_retried() {
+    let specs = bundles(4, 30, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    // Truncated mid-gzip.
+    srv.push_fault(
+        get(&specs[0]),
+        Fault::Truncate {
+            after: specs[0].body.len() - 9,
+        },
+    );
+    // A bad CRC in the gzip trailer.
+    let mut bad_crc = specs[1].body.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 6] ^= 0x55;
+    srv.push_fault(
+        get(&specs[1]),
+        Fault::Body {
+            content_type: "application/gzip".into(),
+            body: bad_crc,
+        },
+    );
+    // Valid gzip of a JSON array cut short.
+    let json = tap_fullstory::demo::synthetic_events(1, T0, T0 + DAY, 30);
+    srv.push_fault(
+        get(&specs[2]),
+        Fault::Body {
+            content_type: "application/gzip".into(),
+            body: gzip(&json[..json.len() - 40]),
+        },
+    );
+    // A zero-byte body.
+    srv.push_fault(
+        get(&specs[3]),
+        Fault::Body {
+            content_type: "application/gzip".into(),
+            body: Vec::new(),
+        },
+    );
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    for b in &specs {
+        assert_eq!(srv.get_count(&b.id), 2, "bundle {}", b.id);
+    }
+}
+
+#[test]
+fn lying_content_length_is_retried() {
+    let specs = bundles(2, 50, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.push_fault(
+        get(&specs[0]),
+        Fault::LyingContentLength {
+            declared: specs[0].body.len() + 100,
+        },
+    );
+    srv.push_fault(
+        get(&specs[1]),
+        Fault::LyingContentLength {
+            declared: specs[1].body.len() - 100,
+        },
+    );
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    assert_eq!(srv.get_count(&specs[0].id), 2);
+    assert_eq!(srv.get_count(&specs[1].id), 2);
+}
+
+#[test]
+fn bad_list_responses_are_retried() {
+    let specs = bundles(2, 5, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.push_fault(
+        Route::List,
+        Fault::Body {
+            content_type: "text/html".into(),
+            body: b"<html>maintenance</html>".to_vec(),
+        },
+    );
+    srv.push_fault(
+        Route::List,
+        Fault::Body {
+            content_type: "application/json".into(),
+            body: br#"{"bundles": []}"#.to_vec(),
+        },
+    );
+    srv.push_fault(
+        Route::List,
+        Fault::Body {
+            content_type: "application/json".into(),
+            body: br#"{"exports": [{"Id": 1, "Start": "x"}]}"#.to_vec(),
+        },
+    );
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+}
+
+#[test]
+fn a_stalled_body_times_out_and_is_retried() {
+    let specs = bundles(1, 100, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.push_fault(
+        get(&specs[0]),
+        Fault::Stall {
+            after: 100,
+            pause: Duration::from_secs(4),
+        },
+    );
+    let mut cfg = config(&srv);
+    cfg["request_timeout"] = json!(1);
+    let started = Instant::now();
+    let run = Tap::new().config(&cfg).run();
+    assert_complete(&run, &specs);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "did not wait out the stall"
+    );
+    assert!(run.stderr.contains("retrying"));
+}
+
+#[test]
+fn a_slow_steady_trickle_is_not_killed() {
+    let specs = bundles(1, 20, Encoding::Plain);
+    let srv = server(specs.clone());
+    let chunk = specs[0].body.len() / 25 + 1;
+    srv.push_fault(
+        get(&specs[0]),
+        Fault::Trickle {
+            chunk,
+            delay: Duration::from_millis(100),
+        },
+    );
+    let mut cfg = config(&srv);
+    cfg["request_timeout"] = json!(1);
+    let run = Tap::new().config(&cfg).run();
+    assert_complete(&run, &specs);
+    assert_eq!(
+        srv.get_count(&specs[0].id),
+        1,
+        "the trickle took >2 s, yet no retry"
+    );
+}
+
+#[test]
+fn persistent_corruption_stops_with_consistent_state() {
+    let specs = bundles(3, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    for _ in 0..5 {
+        srv.push_fault(get(&specs[2]), Fault::Truncate { after: 30 });
+    }
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_stopped_consistently(&run, 1, &specs);
+    assert_eq!(bookmark_stop(&run.last_state()), rfc3339(specs[1].stop));
+    assert!(run.last_log().contains(&specs[2].id));
+}
+
+// ---- awkward but valid data ---------------------------------------------------
+
+fn one_bundle(json: Vec<u8>, events: usize) -> Vec<BundleSpec> {
+    vec![BundleSpec::from_events_json(
+        "7",
+        T0,
+        T0 + DAY,
+        json,
+        events,
+        Encoding::GzipFile,
+    )]
+}
+
+#[test]
+fn empty_bundle_moves_the_bookmark() {
+    let mut specs = bundles(2, 3, Encoding::GzipFile);
+    specs.insert(
+        1,
+        BundleSpec::from_events_json(
+            "9",
+            T0 + DAY / 2,
+            T0 + DAY + 1,
+            b"[]".to_vec(),
+            0,
+            Encoding::GzipFile,
+        ),
+    );
+    let srv = server(specs.clone());
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    assert!(
+        run.states()
+            .iter()
+            .any(|s| s["bookmarks"]["events"]["bundle_id"] == "9")
+    );
+}
+
+#[test]
+fn a_ten_megabyte_event_and_deep_nesting_come_through() {
+    let big = "x".repeat(10 << 20);
+    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let json = format!(
+        r#"[{{"UserId":1,"EventStart":"2024-01-01T00:00:00.000Z","EventTargetText":"{big}"}},{{"UserId":2,"evt_deep_strs":{deep},"evt_obj":{{"a":{{"b":{{"c":[{{"d":null}}]}}}}}}}}]"#
+    );
+    let specs = one_bundle(json.into_bytes(), 2);
+    let srv = server(specs.clone());
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    let records = run.records();
+    assert_eq!(
+        records[0]["EventTargetText"].as_str().unwrap().len(),
+        10 << 20
+    );
+    assert!(run.stdout.contains(&format!("\"evt_deep_strs\":{deep}")));
+}
+
+#[test]
+fn integers_floats_and_strings_at_the_edges() {
+    let json = r#"[{"UserId":9223372036854775807,"SessionId":-9223372036854775808,"PageId":18446744073709551615,"EventCumulativeLayoutShift":3.141592653589793238462643383279,"EventDuration":0,"EventTargetText":"\u0000\t\"\\\/ \ud834\udd1e é","PageName":"\u00e9"}]"#;
+    let specs = one_bundle(json.as_bytes().to_vec(), 1);
+    let srv = server(specs.clone());
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    let line = run.stdout.lines().find(|l| l.contains("RECORD")).unwrap();
+    for exact in [
+        r#""UserId":9223372036854775807"#,
+        r#""SessionId":-9223372036854775808"#,
+        r#""PageId":18446744073709551615"#,
+        r#""EventCumulativeLayoutShift":3.141592653589793238462643383279"#,
+        r#""EventTargetText":"\u0000\t\"\\\/ \ud834\udd1e é""#,
+    ] {
+        assert!(line.contains(exact), "{exact} not in {line}");
+    }
+}
+
+#[test]
+fn a_bundle_listed_twice_and_out_of_order_is_synced_once_in_order() {
+    let specs = bundles(4, 5, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let entry = |b: &BundleSpec| json!({"Id": b.id.parse::<u64>().unwrap(), "Start": b.start, "Stop": b.stop});
+    // 20 entries so the tap asks for a second page, which repeats the first.
+    let mut list: Vec<Value> = Vec::new();
+    for _ in 0..5 {
+        for b in specs.iter().rev() {
+            list.push(entry(b));
+        }
+    }
+    srv.set_list_override(Some(json!({"exports": list}).to_string().into_bytes()));
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    let stops: Vec<String> = run.states()[1..5]
+        .iter()
+        .map(|s| bookmark_stop(s).to_string())
+        .collect();
+    let want: Vec<String> = specs.iter().map(|b| rfc3339(b.stop)).collect();
+    assert_eq!(stops, want);
+    for b in &specs {
+        assert_eq!(srv.get_count(&b.id), 1);
+    }
+}
+
+// ---- faults from the pipeline -------------------------------------------------
+
+#[test]
+fn target_exiting_mid_stream_stops_the_tap_within_a_second() {
+    let specs = bundles(6, 5, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    // A slow download keeps the tap busy (not writing) when the target leaves.
+    srv.push_fault(
+        get(&specs[1]),
+        Fault::Stall {
+            after: 10,
+            pause: Duration::from_secs(8),
+        },
+    );
+    let tap = Tap::new().config(&config(&srv));
+    let mut child = tap
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = 0;
+    let mut line = String::new();
+    while seen < 6 {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        seen += 1;
+    }
+    let closed = Instant::now();
+    drop(out);
+    let status = child.wait().unwrap();
+    let waited = closed.elapsed();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(waited < Duration::from_secs(1), "took {waited:?} to notice");
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.lines().last().unwrap().contains("target closed"),
+        "{stderr}"
+    );
+}
+
+fn interrupt_mid_bundle(signal: i32, code: i32) {
+    let specs = bundles(4, 20, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.push_fault(
+        get(&specs[2]),
+        Fault::Stall {
+            after: 50,
+            pause: Duration::from_secs(10),
+        },
+    );
+    let tap = Tap::new().config(&config(&srv));
+    let child = tap
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the stalled download has started.
+    let started = Instant::now();
+    while srv.get_count(&specs[2].id) == 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let run = Run::from(child.wait_with_output().unwrap());
+    run.assert_no_secret();
+    assert_stopped_consistently(&run, code, &specs);
+    assert_eq!(run.records().len(), 40);
+    assert_eq!(bookmark_stop(&run.last_state()), rfc3339(specs[1].stop));
+    let leftovers: Vec<_> = std::fs::read_dir(tap.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| n.to_string_lossy().starts_with("config")),
+        "temp files left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn sigterm_mid_bundle_stops_with_consistent_state() {
+    interrupt_mid_bundle(libc::SIGTERM, 143);
+}
+
+#[test]
+fn sigint_mid_bundle_stops_with_consistent_state() {
+    interrupt_mid_bundle(libc::SIGINT, 130);
+}
+
+#[test]
+fn unwritable_spool_dir_is_a_clear_error() {
+    let specs = bundles(2, 5, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let mut cfg = config(&srv);
+    cfg["spool_dir"] = json!("/nonexistent/spool");
+    let run = Tap::new().config(&cfg).run();
+    assert_stopped_consistently(&run, 1, &specs);
+    assert!(run.records().is_empty());
+    assert!(run.last_log().contains("spool_dir"), "{}", run.last_log());
+}
+
+#[test]
+fn full_spool_disk_is_a_clear_error_and_nothing_is_emitted_for_the_bundle() {
+    // RLIMIT_FSIZE makes writes past 64 KiB fail with EFBIG, like a full disk.
+    let specs = bundles(2, 200, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let tap = Tap::new().config(&config(&srv));
+    let mut cmd = tap.command();
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 64 * 1024,
+                rlim_max: 64 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let run = Run::from(cmd.output().unwrap());
+    run.assert_no_secret();
+    assert_stopped_consistently(&run, 1, &specs);
+    assert!(run.records().is_empty());
+    assert!(run.last_log().contains("spool"), "{}", run.last_log());
+    assert_eq!(
+        srv.get_count(&specs[0].id),
+        1,
+        "no retry of a local disk problem"
+    );
+}

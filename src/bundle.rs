@@ -411,3 +411,142 @@ mod tests {
         assert_eq!(stats.json_bytes, SAMPLE.len() as u64);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use flate2::{Compression, write::GzEncoder};
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// Reads `data` in the given chunk sizes, cycling through them.
+    struct Chunks<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        at: usize,
+    }
+
+    impl Read for Chunks<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let size = self.sizes[self.at % self.sizes.len()];
+            self.at += 1;
+            let n = size.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn gzip_members(data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        points.sort_unstable();
+        let mut out = Vec::new();
+        let mut from = 0;
+        for p in points.into_iter().chain([data.len()]) {
+            let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+            enc.write_all(&data[from..p]).unwrap();
+            out.extend(enc.finish().unwrap());
+            from = p;
+        }
+        out
+    }
+
+    fn json_string() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-zA-Z0-9 _]{0,12}",
+            "\\PC{0,8}",
+            Just(String::from(
+                "quote \" backslash \\ brace } bracket ] \n\u{1}"
+            )),
+        ]
+        .prop_map(|s| serde_json::to_string(&s).unwrap())
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            json_string(),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("0.1234567890123456789".to_string()),
+            Just("-1e400".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(", "))),
+                prop::collection::vec((json_string(), inner), 0..4).prop_map(|kv| {
+                    let body: Vec<String> =
+                        kv.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+                    format!("{{{}}}", body.join(","))
+                }),
+            ]
+        })
+    }
+
+    fn event() -> impl Strategy<Value = String> {
+        prop::collection::vec((json_string(), json_value()), 0..6).prop_map(|kv| {
+            let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            format!("{{{}}}", body.join(",\n "))
+        })
+    }
+
+    fn body_of(events: &[String], ws: &str) -> Vec<u8> {
+        format!("{ws}[{ws}{}{ws}]{ws}", events.join(&format!("{ws},{ws}"))).into_bytes()
+    }
+
+    fn read_all(body: &[u8], sizes: Vec<usize>) -> Result<Vec<Vec<u8>>, String> {
+        let mut out = Vec::new();
+        read_events(
+            Chunks {
+                data: body,
+                sizes,
+                at: 0,
+            },
+            |e: &[u8]| {
+                out.push(e.to_vec());
+                Ok::<_, String>(())
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn events_come_out_exactly_as_they_went_in(
+            events in prop::collection::vec(event(), 0..12),
+            ws in prop_oneof![Just(""), Just(" "), Just("\n\t ")],
+            sizes in prop::collection::vec(1usize..300, 1..5),
+            cuts in prop::collection::vec(any::<usize>(), 0..4),
+            gz in any::<bool>(),
+        ) {
+            let plain = body_of(&events, ws);
+            let body = if gz { gzip_members(&plain, &cuts) } else { plain };
+            let got = read_all(&body, sizes).unwrap();
+            let want: Vec<Vec<u8>> = events.iter().map(|e| e.clone().into_bytes()).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn any_truncation_is_an_error(
+            events in prop::collection::vec(event(), 1..8),
+            sizes in prop::collection::vec(1usize..300, 1..5),
+            cuts in prop::collection::vec(any::<usize>(), 0..3),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let plain = body_of(&events, " ");
+            // Plain JSON: any cut before the closing bracket.
+            let close = plain.iter().rposition(|b| *b == b']').unwrap();
+            let at = cut.index(close + 1);
+            prop_assert!(read_all(&plain[..at], sizes.clone()).is_err(), "plain cut at {}", at);
+            // Gzip: any cut at all loses a trailer.
+            let gz = gzip_members(&plain, &cuts);
+            let at = cut.index(gz.len());
+            prop_assert!(read_all(&gz[..at], sizes).is_err(), "gzip cut at {}", at);
+        }
+    }
+}

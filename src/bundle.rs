@@ -8,6 +8,7 @@
 //! a truncated download can never pass for a smaller bundle.
 
 use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::sync::mpsc;
 
 use flate2::bufread::MultiGzDecoder;
 
@@ -57,27 +58,124 @@ impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
 
 /// Calls `on_event` with the bytes of each event, in order, and returns the
 /// counts once the whole body has been read and verified.
+///
+/// Decompression runs on a thread of its own and hands over large blocks, so
+/// inflating and parsing use both cores.
 pub fn read_events<R, E>(
     input: R,
     mut on_event: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<ReadStats, ReadError<E>>
 where
-    R: Read,
+    R: Read + Send,
 {
-    let mut reader = open(input).map_err(ReadError::Io)?;
-    let mut splitter = Splitter::default();
-    loop {
-        let buf = match reader.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ReadError::Io(e)),
+    std::thread::scope(|scope| {
+        let (blocks, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
+        let (recycle, recycled) = mpsc::channel();
+        scope.spawn(move || inflate(input, blocks, recycled));
+        let mut reader = BlockReader {
+            rx,
+            recycle,
+            block: Vec::new(),
+            len: 0,
+            pos: 0,
         };
-        if buf.is_empty() {
-            return splitter.finish();
+        let mut splitter = Splitter::default();
+        loop {
+            let buf = match reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ReadError::Io(e)),
+            };
+            if buf.is_empty() {
+                return splitter.finish();
+            }
+            let len = buf.len();
+            splitter.feed(buf, &mut on_event)?;
+            reader.consume(len);
         }
-        let len = buf.len();
-        splitter.feed(buf, &mut on_event)?;
-        reader.consume(len);
+    })
+}
+
+/// Size of the blocks of decompressed JSON handed from the inflating thread.
+const BLOCK_SIZE: usize = 256 * 1024;
+/// Blocks queued between the threads; with the two in use this bounds memory.
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+type Block = io::Result<(Vec<u8>, usize)>;
+
+/// The inflating side: fills blocks and sends them on, then an error or the
+/// end (by hanging up).
+fn inflate<R: Read>(input: R, blocks: mpsc::SyncSender<Block>, recycled: mpsc::Receiver<Vec<u8>>) {
+    let mut reader = match open(input) {
+        Ok(reader) => reader,
+        Err(e) => {
+            let _ = blocks.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut block = recycled.try_recv().unwrap_or_else(|_| vec![0; BLOCK_SIZE]);
+        let mut len = 0;
+        while len < block.len() {
+            match reader.read(&mut block[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if len > 0 {
+                        let _ = blocks.send(Ok((block, len)));
+                    }
+                    let _ = blocks.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if len == 0 || blocks.send(Ok((block, len))).is_err() {
+            return;
+        }
+    }
+}
+
+/// The parsing side's view of the blocks, as a `BufRead`.
+struct BlockReader {
+    rx: mpsc::Receiver<Block>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    block: Vec<u8>,
+    len: usize,
+    pos: usize,
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for BlockReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.len {
+            match self.rx.recv() {
+                Ok(Ok((block, len))) => {
+                    let done = std::mem::replace(&mut self.block, block);
+                    if !done.is_empty() {
+                        let _ = self.recycle.send(done);
+                    }
+                    self.len = len;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(&[]),
+            }
+        }
+        Ok(&self.block[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
     }
 }
 

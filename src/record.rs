@@ -50,7 +50,7 @@ pub const IDENTITY_FIELDS: &[&str] = &[
 /// How many distinct identities a bundle remembers to number repeats. Events
 /// identical in every identity field get occurrence numbers 0, 1, 2, ... in
 /// bundle order; the window keeps memory flat however large the bundle.
-pub const REPEAT_WINDOW: usize = 65_536;
+pub const REPEAT_WINDOW: usize = 8_192;
 
 const KEY_HEX_LEN: usize = 32;
 
@@ -102,8 +102,9 @@ pub struct Shaper {
     slots: Vec<FieldSlot>,
     by_name: FnvMap<String, usize>,
     extra_selected: bool,
-    /// Canonical bytes of each identity field of the current event.
-    identity: Vec<Option<Vec<u8>>>,
+    /// Where each identity field's canonical bytes sit in `identity_bytes`.
+    identity: Vec<Option<(usize, usize)>>,
+    identity_bytes: Vec<u8>,
     extras: Vec<u8>,
     repeats: FnvMap<u128, u32>,
     repeat_order: VecDeque<u128>,
@@ -138,6 +139,7 @@ impl Shaper {
             by_name,
             extra_selected: selection.has_field(EXTRA_FIELD),
             identity: vec![None; IDENTITY_FIELDS.len()],
+            identity_bytes: Vec::new(),
             extras: Vec::new(),
             repeats: FnvMap::default(),
             repeat_order: VecDeque::new(),
@@ -177,9 +179,22 @@ impl Shaper {
         for slot in &mut self.identity {
             *slot = None;
         }
+        self.identity_bytes.clear();
         self.extras.clear();
 
-        let mut de = serde_json::Deserializer::from_slice(event);
+        // One UTF-8 check of the whole event, so the parser need not check
+        // each value again.
+        let text = match std::str::from_utf8(event) {
+            Ok(text) => text,
+            Err(e) => {
+                out.truncate(start);
+                return Err(ShapeError(format!(
+                    "event {} is not valid UTF-8: {e}",
+                    self.events
+                )));
+            }
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
         let result = de
             .deserialize_map(EventVisitor {
                 shaper: self,
@@ -211,11 +226,12 @@ impl Shaper {
     /// Hash of the identity fields, then of that and the repeat number.
     fn event_key(&mut self) -> u128 {
         let mut h = Xxh3::new();
-        for (i, value) in self.identity.iter().enumerate() {
+        for (i, range) in self.identity.iter().enumerate() {
             h.update(&[i as u8]);
-            match value {
+            match *range {
                 None => h.update(&[0]),
-                Some(bytes) => {
+                Some((from, to)) => {
+                    let bytes = &self.identity_bytes[from..to];
                     h.update(&[1]);
                     h.update(&(bytes.len() as u64).to_le_bytes());
                     h.update(bytes);
@@ -258,7 +274,9 @@ impl Shaper {
         };
         let slot = &mut self.slots[idx];
         if let Some(id) = slot.identity {
-            self.identity[id] = Some(canonical(value));
+            let from = self.identity_bytes.len();
+            canonical_into(value, &mut self.identity_bytes);
+            self.identity[id] = Some((from, self.identity_bytes.len()));
         }
         if !slot.selected {
             return;
@@ -324,7 +342,9 @@ fn fits(kind: FieldKind, value: &[u8]) -> bool {
         FieldKind::DateTime => {
             first == b'"'
                 && if value.contains(&b'\\') {
-                    is_rfc3339(&canonical(value))
+                    let mut text = Vec::new();
+                    canonical_into(value, &mut text);
+                    is_rfc3339(&text)
                 } else {
                     is_rfc3339(&value[1..value.len() - 1])
                 }
@@ -337,16 +357,18 @@ fn fits(kind: FieldKind, value: &[u8]) -> bool {
 /// The value as compared for identity: a string's decoded text, or the raw
 /// JSON text of anything else, so the key does not depend on how a string
 /// happened to be escaped.
-fn canonical(value: &[u8]) -> Vec<u8> {
+fn canonical_into(value: &[u8], out: &mut Vec<u8>) {
     if value.first() == Some(&b'"') {
         if !value.contains(&b'\\') {
-            return value[1..value.len() - 1].to_vec();
+            out.extend_from_slice(&value[1..value.len() - 1]);
+            return;
         }
         if let Ok(text) = serde_json::from_slice::<String>(value) {
-            return text.into_bytes();
+            out.extend_from_slice(text.as_bytes());
+            return;
         }
     }
-    value.to_vec()
+    out.extend_from_slice(value);
 }
 
 fn write_hex(value: u128, out: &mut [u8]) {

@@ -136,10 +136,11 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
         }
         self.out.state(self.state.to_value())?;
         tracing::info!(
-            "sync complete: {} bundles, {} events in {:.1}s",
+            "sync complete: {} bundles, {} events in {:.1}s, peak RSS {}",
             summary.bundles,
             summary.events,
-            run_started.elapsed().as_secs_f64()
+            run_started.elapsed().as_secs_f64(),
+            human_bytes(peak_rss())
         );
         Ok(summary)
     }
@@ -232,7 +233,7 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
                 self.spool_dir.display()
             )))
         })?;
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(64);
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let schema = Arc::clone(&self.schema);
         let selection = Arc::clone(&self.selection);
         let extracted = Utc::now();
@@ -353,7 +354,7 @@ impl std::fmt::Display for SinkError {
 
 /// Reads a bundle body and writes its RECORD lines into `spool`.
 fn spool_bundle(
-    body: impl Read,
+    body: impl Read + Send,
     spool: File,
     schema: &Schema,
     selection: &Selection,
@@ -440,6 +441,20 @@ fn log_progress(
         spooled.json_bytes as f64 / secs / 1e6,
         spooled.events as f64 / secs,
     );
+}
+
+/// The process's peak resident set size in bytes.
+pub fn peak_rss() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; it is zeroed beforehand.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: initialised by the successful call above (and zeroed before it).
+    let usage = unsafe { usage.assume_init() };
+    // Linux reports kibibytes.
+    (usage.ru_maxrss.max(0) as u64) * 1024
 }
 
 /// Bytes with a binary unit, for logs.

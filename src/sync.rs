@@ -6,6 +6,7 @@
 //! a bundle is written only after every one of its records, and no record of
 //! a bundle is written before the bundle has been verified complete.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -36,12 +37,18 @@ pub struct Summary {
 
 /// One sync run.
 pub struct Sync<'w, W: Write + CopyTarget> {
+    fetcher: Arc<Fetcher>,
+    state: State,
+    out: &'w mut SingerWriter<W>,
+}
+
+/// Everything needed to list and fetch bundles, shared with the task that
+/// fetches the next bundle while the current one is written out.
+struct Fetcher {
     config: Config,
     client: Client,
     schema: Arc<Schema>,
     selection: Arc<Selection>,
-    state: State,
-    out: &'w mut SingerWriter<W>,
     backoff: Backoff,
     spool_dir: PathBuf,
 }
@@ -52,6 +59,23 @@ struct Spooled {
     events: u64,
     json_bytes: u64,
     wire_bytes: u64,
+    took: Duration,
+}
+
+/// Bundles fetched ahead of the one being written: the next download (within
+/// the rate limit) overlaps the processing and output of the current one.
+const LOOKAHEAD: usize = 1;
+
+/// How often a long download reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A fetch running as its own task, stopped if the run gives up on it.
+struct FetchTask(tokio::task::JoinHandle<Result<Spooled>>);
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<'w, W: Write + CopyTarget> Sync<'w, W> {
@@ -69,51 +93,68 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
             max: config.retry_max_delay,
         };
         let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-        Ok(Sync {
+        let fetcher = Arc::new(Fetcher {
             config,
             client,
             schema: Arc::new(schema),
             selection: Arc::new(selection),
-            state,
-            out,
             backoff,
             spool_dir,
+        });
+        Ok(Sync {
+            fetcher,
+            state,
+            out,
         })
     }
 
     /// Runs the sync to the end, or to the first unrecoverable error.
     pub async fn run(mut self) -> Result<Summary> {
         let mut summary = Summary::default();
-        if !self.selection.stream {
+        let fetcher = Arc::clone(&self.fetcher);
+        if !fetcher.selection.stream {
             tracing::warn!("the catalog does not select the '{STREAM}' stream; nothing to sync");
             self.out.state(self.state.to_value())?;
             return Ok(summary);
         }
-        let schema = self.schema.restricted(&self.selection);
+        let schema = fetcher.schema.restricted(&fetcher.selection);
         self.out
             .schema(STREAM, schema, &[KEY_FIELD], &[REPLICATION_KEY])?;
         self.out.state(self.state.to_value())?;
 
         let (from, from_what) = match self.state.bookmark() {
             Some(b) => (b.stop, "the state's bookmark"),
-            None => (self.config.start_date, "start_date"),
+            None => (fetcher.config.start_date, "start_date"),
         };
         tracing::info!(
             "syncing bundles that end after {} ({from_what}){}",
             format_rfc3339(from),
-            match self.config.end_date {
+            match fetcher.config.end_date {
                 Some(end) => format!(" and at or before {} (end_date)", format_rfc3339(end)),
                 None => String::new(),
             }
         );
-        let bundles = self.list_bundles(from).await?;
+        let bundles = fetcher.list_bundles(from, self.state.bookmark()).await?;
         let total = bundles.len();
         tracing::info!("{total} bundles to sync");
 
         let run_started = Instant::now();
+        let mut queue = bundles.iter().enumerate();
+        let mut ahead: VecDeque<FetchTask> = VecDeque::new();
         for (n, bundle) in bundles.iter().enumerate() {
-            let started = Instant::now();
-            let mut spooled = self.fetch(bundle).await?;
+            while ahead.len() <= LOOKAHEAD
+                && let Some((i, next)) = queue.next()
+            {
+                let label = format!("bundle {}/{total} (id {})", i + 1, next.id);
+                let task = tokio::spawn(Arc::clone(&fetcher).fetch(next.clone(), label));
+                ahead.push_back(FetchTask(task));
+            }
+            let Some(mut task) = ahead.pop_front() else {
+                break;
+            };
+            let mut spooled = (&mut task.0).await.map_err(|e| {
+                Error::Bundle(format!("bundle {}: the fetch task failed: {e}", bundle.id))
+            })??;
             let stop = from_unix(bundle.stop).ok_or_else(|| {
                 Error::Api(format!(
                     "bundle {} has an impossible Stop {}",
@@ -132,7 +173,7 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
             summary.bundles += 1;
             summary.events += spooled.events;
             metric_records(STREAM, spooled.events);
-            log_progress(n + 1, total, bundle, &spooled, started, run_started);
+            log_progress(n + 1, total, bundle, &spooled, run_started);
         }
         self.out.state(self.state.to_value())?;
         tracing::info!(
@@ -144,10 +185,16 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
         );
         Ok(summary)
     }
+}
 
+impl Fetcher {
     /// Lists every bundle to sync in this run, oldest first. Taken once at the
     /// start, so bundles published while the run goes on wait for the next one.
-    async fn list_bundles(&self, from: DateTime<Utc>) -> Result<Vec<BundleInfo>> {
+    async fn list_bundles(
+        &self,
+        from: DateTime<Utc>,
+        bookmark: Option<&Bookmark>,
+    ) -> Result<Vec<BundleInfo>> {
         let from_secs = from.timestamp();
         let end_secs = self.config.end_date.map(|d| d.timestamp());
         let mut start = from_secs;
@@ -177,7 +224,7 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
                 break;
             }
         }
-        Ok(plan(listed, from_secs, end_secs, self.state.bookmark()))
+        Ok(plan(listed, from_secs, end_secs, bookmark))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.
@@ -214,17 +261,25 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
     }
 
     /// Downloads and spools one bundle, retrying from scratch on any fault.
-    async fn fetch(&self, bundle: &BundleInfo) -> Result<Spooled> {
-        let what = format!("bundle {}", bundle.id);
-        self.retrying(&what, || self.fetch_once(bundle))
+    async fn fetch(self: Arc<Self>, bundle: BundleInfo, label: String) -> Result<Spooled> {
+        let started = Instant::now();
+        self.retrying(&label, || self.fetch_once(&bundle, &label))
             .await
+            .map(|mut spooled| {
+                spooled.took = started.elapsed();
+                spooled
+            })
             .map_err(|e| match e {
                 Error::Api(why) => Error::Bundle(why),
                 other => other,
             })
     }
 
-    async fn fetch_once(&self, bundle: &BundleInfo) -> std::result::Result<Spooled, Failure> {
+    async fn fetch_once(
+        &self,
+        bundle: &BundleInfo,
+        label: &str,
+    ) -> std::result::Result<Spooled, Failure> {
         let mut resp = self.client.download(&bundle.id).await?;
         let declared = resp.content_length();
         let spool = tempfile::tempfile_in(&self.spool_dir).map_err(|e| {
@@ -248,10 +303,25 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
         });
 
         let mut received = 0u64;
+        let download_started = Instant::now();
+        let mut next_report = download_started + PROGRESS_EVERY;
         let download: std::result::Result<(), String> = loop {
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
+                    if Instant::now() >= next_report {
+                        next_report += PROGRESS_EVERY;
+                        let secs = download_started.elapsed().as_secs_f64();
+                        let of = declared
+                            .map(|n| format!(" of {}", human_bytes(n)))
+                            .unwrap_or_default();
+                        tracing::info!(
+                            "{label}: {}{of} downloaded in {:.0}s ({:.1} MB/s)",
+                            human_bytes(received),
+                            secs,
+                            received as f64 / secs / 1e6
+                        );
+                    }
                     if tx.send(Ok(bytes)).await.is_err() {
                         // The reader stopped early; its error says why.
                         break Ok(());
@@ -297,6 +367,7 @@ impl<'w, W: Write + CopyTarget> Sync<'w, W> {
                 events: stats.events,
                 json_bytes: stats.json_bytes,
                 wire_bytes: received,
+                took: Duration::ZERO,
             }),
         }
     }
@@ -414,10 +485,9 @@ fn log_progress(
     total: usize,
     bundle: &BundleInfo,
     spooled: &Spooled,
-    started: Instant,
     run_started: Instant,
 ) {
-    let secs = started.elapsed().as_secs_f64().max(1e-6);
+    let secs = spooled.took.as_secs_f64().max(1e-6);
     let window = match (from_unix(bundle.start), from_unix(bundle.stop)) {
         (Some(a), Some(b)) => format!("{}..{}", format_rfc3339(a), format_rfc3339(b)),
         _ => format!("{}..{}", bundle.start, bundle.stop),

@@ -437,3 +437,39 @@ fn about_describes_the_tap() {
     let run = Tap::new().arg("--version").run().success();
     assert!(run.stdout.starts_with("tap-fullstory "));
 }
+
+#[test]
+fn next_download_overlaps_the_current_bundle_and_order_is_kept() {
+    let specs = bundles(3, 20, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    // Bundle 0 takes a while to arrive; bundle 1 must not wait for it.
+    srv.push_fault(
+        Route::Get(Some(specs[0].id.clone())),
+        Fault::Stall {
+            after: 10,
+            pause: Duration::from_millis(1500),
+        },
+    );
+    let run = Tap::new().config(&config(&srv)).run().success();
+    let reqs = srv.requests();
+    let at = |id: &str| reqs.iter().find(|r| r.query.contains(id)).unwrap().at;
+    assert!(
+        at(&specs[1].id).duration_since(at(&specs[0].id)) < Duration::from_millis(1000),
+        "bundle 1 was requested only after bundle 0 finished"
+    );
+    // Output stays in bundle order: each STATE follows its own bundle.
+    let stops: Vec<String> = run.states()[1..4]
+        .iter()
+        .map(|s| bookmark_stop(s).to_string())
+        .collect();
+    let want: Vec<String> = specs.iter().map(|b| rfc3339(b.stop)).collect();
+    assert_eq!(stops, want);
+    let starts: Vec<String> = run
+        .records()
+        .iter()
+        .map(|r| r["EventStart"].as_str().unwrap().to_string())
+        .collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "records in bundle order");
+}

@@ -1,0 +1,77 @@
+//! Micro-benchmarks of the two hot stages: the bundle reader (gunzip and split
+//! the array) and record shaping (event in, RECORD line out).
+//!
+//!     cargo bench --bench pipeline
+
+use divan::Bencher;
+use divan::counter::BytesCount;
+use tap_fullstory::bundle::read_events;
+use tap_fullstory::catalog::{Schema, Selection};
+use tap_fullstory::demo::{gzip, synthetic_events};
+use tap_fullstory::record::Shaper;
+
+const EVENTS: usize = 20_000;
+
+fn main() {
+    divan::main();
+}
+
+fn sample() -> Vec<u8> {
+    synthetic_events(42, 1_704_067_200, 1_704_153_600, EVENTS)
+}
+
+#[divan::bench]
+fn read_plain(bencher: Bencher) {
+    let json = sample();
+    bencher
+        .counter(BytesCount::new(json.len()))
+        .bench(|| read_events(json.as_slice(), |_| Ok::<_, ()>(())).unwrap());
+}
+
+#[divan::bench]
+fn read_gzip(bencher: Bencher) {
+    let json = sample();
+    let body = gzip(&json);
+    bencher
+        .counter(BytesCount::new(json.len()))
+        .bench(|| read_events(body.as_slice(), |_| Ok::<_, ()>(())).unwrap());
+}
+
+#[divan::bench]
+fn shape(bencher: Bencher) {
+    let json = sample();
+    let mut events = Vec::new();
+    read_events(json.as_slice(), |e| {
+        events.push(e.to_vec());
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    let schema = Schema::events();
+    let selection = Selection::all(&schema);
+    let mut shaper = Shaper::new(&schema, &selection);
+    let mut out = Vec::with_capacity(json.len() * 2);
+    bencher.counter(BytesCount::new(json.len())).bench_local(|| {
+        out.clear();
+        shaper.start_bundle(chrono::Utc::now());
+        for e in &events {
+            shaper.shape(e, &mut out).unwrap();
+        }
+        out.len()
+    });
+}
+
+#[divan::bench]
+fn read_gzip_and_shape(bencher: Bencher) {
+    let json = sample();
+    let body = gzip(&json);
+    let schema = Schema::events();
+    let selection = Selection::all(&schema);
+    let mut shaper = Shaper::new(&schema, &selection);
+    let mut out = Vec::with_capacity(json.len() * 2);
+    bencher.counter(BytesCount::new(json.len())).bench_local(|| {
+        out.clear();
+        shaper.start_bundle(chrono::Utc::now());
+        read_events(body.as_slice(), |e| shaper.shape(e, &mut out)).unwrap();
+        out.len()
+    });
+}

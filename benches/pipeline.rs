@@ -50,14 +50,16 @@ fn shape(bencher: Bencher) {
     let selection = Selection::all(&schema);
     let mut shaper = Shaper::new(&schema, &selection);
     let mut out = Vec::with_capacity(json.len() * 2);
-    bencher.counter(BytesCount::new(json.len())).bench_local(|| {
-        out.clear();
-        shaper.start_bundle(chrono::Utc::now());
-        for e in &events {
-            shaper.shape(e, &mut out).unwrap();
-        }
-        out.len()
-    });
+    bencher
+        .counter(BytesCount::new(json.len()))
+        .bench_local(|| {
+            out.clear();
+            shaper.start_bundle(chrono::Utc::now());
+            for e in &events {
+                shaper.shape(e, &mut out).unwrap();
+            }
+            out.len()
+        });
 }
 
 #[divan::bench]
@@ -68,10 +70,12 @@ fn read_gzip_and_shape(bencher: Bencher) {
     let selection = Selection::all(&schema);
     let mut shaper = Shaper::new(&schema, &selection);
     let mut out = Vec::with_capacity(json.len() * 2);
-    bencher.counter(BytesCount::new(json.len())).bench_local(|| {
-        out.clear();
-        shaper.start_bundle(chrono::Utc::now());
-        read_events(body.as_slice(), |e| shaper.shape(e, &mut out)).unwrap();
-        out.len()
-    });
+    bencher
+        .counter(BytesCount::new(json.len()))
+        .bench_local(|| {
+            out.clear();
+            shaper.start_bundle(chrono::Utc::now());
+            read_events(body.as_slice(), |e| shaper.shape(e, &mut out)).unwrap();
+            out.len()
+        });
 }

@@ -64,29 +64,85 @@ impl fmt::Display for ShapeError {
     }
 }
 
-/// FNV-1a: field names are short and trusted, so a simple hash beats SipHash.
+/// Hashes keys that are already hashes (the 128-bit identities) by taking
+/// their low bits.
 #[derive(Default)]
-struct Fnv(u64);
+struct PreHashed(u64);
 
-impl Hasher for Fnv {
+impl Hasher for PreHashed {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
         }
-        self.0 = h;
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
     }
 }
 
-type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type RepeatMap = HashMap<u128, u32, BuildHasherDefault<PreHashed>>;
+
+/// Field name to slot, by open addressing on a hash of the name's first and
+/// last eight bytes and its length: names are short and trusted, and this
+/// lookup runs for every key of every event.
+struct FieldIndex {
+    table: Vec<u16>,
+    names: Vec<Box<[u8]>>,
+}
+
+const EMPTY: u16 = u16::MAX;
+
+impl FieldIndex {
+    fn new(names: &[&str]) -> FieldIndex {
+        let size = (names.len() * 8).next_power_of_two().max(64);
+        let mut index = FieldIndex {
+            table: vec![EMPTY; size],
+            names: names.iter().map(|n| n.as_bytes().into()).collect(),
+        };
+        for (i, name) in names.iter().enumerate() {
+            let mut at = index.slot(name.as_bytes());
+            while index.table[at] != EMPTY {
+                at = (at + 1) & (size - 1);
+            }
+            index.table[at] = i as u16;
+        }
+        index
+    }
+
+    fn slot(&self, key: &[u8]) -> usize {
+        let n = key.len();
+        let mut head = [0u8; 8];
+        let mut tail = [0u8; 8];
+        let k = n.min(8);
+        head[..k].copy_from_slice(&key[..k]);
+        tail[..k].copy_from_slice(&key[n - k..]);
+        let mixed =
+            (u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ n as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (mixed >> 32) as usize & (self.table.len() - 1)
+    }
+
+    fn get(&self, key: &str) -> Option<usize> {
+        let key = key.as_bytes();
+        let mask = self.table.len() - 1;
+        let mut at = self.slot(key);
+        loop {
+            let i = self.table[at];
+            if i == EMPTY {
+                return None;
+            }
+            if *self.names[usize::from(i)] == *key {
+                return Some(usize::from(i));
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
 
 #[derive(Debug)]
 struct FieldSlot {
@@ -100,13 +156,13 @@ struct FieldSlot {
 /// Shapes events of one stream into RECORD lines.
 pub struct Shaper {
     slots: Vec<FieldSlot>,
-    by_name: FnvMap<String, usize>,
+    by_name: FieldIndex,
     extra_selected: bool,
     /// Where each identity field's canonical bytes sit in `identity_bytes`.
     identity: Vec<Option<(usize, usize)>>,
     identity_bytes: Vec<u8>,
     extras: Vec<u8>,
-    repeats: FnvMap<u128, u32>,
+    repeats: RepeatMap,
     repeat_order: VecDeque<u128>,
     suffix: Vec<u8>,
     events: u64,
@@ -119,13 +175,13 @@ impl Shaper {
     /// A shaper writing the selected fields of `schema`.
     pub fn new(schema: &Schema, selection: &Selection) -> Shaper {
         let mut slots = Vec::new();
-        let mut by_name = FnvMap::default();
+        let mut names = Vec::new();
         for field in &schema.fields {
             // Our own two fields are never taken from the event itself.
             if field.name == KEY_FIELD || field.name == EXTRA_FIELD {
                 continue;
             }
-            by_name.insert(field.name.clone(), slots.len());
+            names.push(field.name.as_str());
             slots.push(FieldSlot {
                 name: field.name.clone(),
                 kind: field.kind,
@@ -136,12 +192,12 @@ impl Shaper {
         }
         let mut shaper = Shaper {
             slots,
-            by_name,
+            by_name: FieldIndex::new(&names),
             extra_selected: selection.has_field(EXTRA_FIELD),
             identity: vec![None; IDENTITY_FIELDS.len()],
             identity_bytes: Vec::new(),
             extras: Vec::new(),
-            repeats: FnvMap::default(),
+            repeats: RepeatMap::default(),
             repeat_order: VecDeque::new(),
             suffix: Vec::new(),
             events: 0,
@@ -268,7 +324,7 @@ impl Shaper {
     /// Handles one key/value pair of the event.
     fn field(&mut self, key: &str, key_escaped: bool, raw: &RawValue, out: &mut Vec<u8>) {
         let value = raw.get().as_bytes();
-        let Some(&idx) = self.by_name.get(key) else {
+        let Some(idx) = self.by_name.get(key) else {
             self.push_extra(key, key_escaped, value);
             return;
         };
@@ -548,6 +604,28 @@ mod tests {
         let rec = v["record"].as_object().unwrap();
         assert!(!rec.contains_key("PageName") && !rec.contains_key("ExtraFields"));
         assert!(rec.contains_key("UserId") && rec.contains_key("EventKey"));
+    }
+
+    #[test]
+    fn field_index_finds_every_name_and_nothing_else() {
+        let schema = Schema::events();
+        let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+        let index = FieldIndex::new(&names);
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(index.get(name), Some(i), "{name}");
+        }
+        for other in [
+            "",
+            "U",
+            "UserI",
+            "UserIdX",
+            "userid",
+            "user_plan_str",
+            "EventStartt",
+            "é",
+        ] {
+            assert_eq!(index.get(other), None, "{other}");
+        }
     }
 
     #[test]

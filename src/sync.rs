@@ -282,7 +282,7 @@ impl Fetcher {
     ) -> std::result::Result<Spooled, Failure> {
         let mut resp = self.client.download(&bundle.id).await?;
         let declared = resp.content_length();
-        let spool = tempfile::tempfile_in(&self.spool_dir).map_err(|e| {
+        let spool = create_spool(&self.spool_dir).map_err(|e| {
             Failure::Fatal(Error::Spool(format!(
                 "cannot create a spool file in '{}': {e}; set spool_dir to a writable directory with room for one bundle",
                 self.spool_dir.display()
@@ -399,6 +399,16 @@ fn plan(
             && bookmark.is_none_or(|bm| bm.bundle_id.as_deref() != Some(b.id.as_str()))
     });
     listed
+}
+
+/// A private, anonymous file in `dir`: mode 0600 and unlinked from the start,
+/// so no other user can read it and no exit path can leave it behind.
+fn create_spool(dir: &std::path::Path) -> io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let file = tempfile::tempfile_in(dir)?;
+    // An O_TMPFILE file gets 0666 less the umask; make it owner-only.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Why spooling failed.
@@ -587,6 +597,17 @@ mod tests {
             bundle_id: Some("b".into()),
         };
         assert_eq!(ids(plan(listed, 5, None, Some(&bm))), ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn spool_files_are_private_and_invisible() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = create_spool(dir.path()).unwrap();
+        spool.write_all(b"records").unwrap();
+        let mode = spool.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -179,12 +178,7 @@ fn connection_refused_then_up() {
     });
     cfg["request_timeout"] = json!(5);
     let tap = Tap::new().config(&cfg);
-    let child = tap
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = tap.spawn();
     std::thread::sleep(Duration::from_millis(600));
     let _srv = Server::start(ServerOptions {
         api_key: KEY.into(),
@@ -486,12 +480,7 @@ fn target_exiting_mid_stream_stops_the_tap_within_a_second() {
         },
     );
     let tap = Tap::new().config(&config(&srv));
-    let mut child = tap
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = tap.spawn();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = 0;
     let mut line = String::new();
@@ -531,12 +520,7 @@ fn interrupt_mid_bundle(signal: i32, code: i32) {
         },
     );
     let tap = Tap::new().config(&config(&srv));
-    let child = tap
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = tap.spawn();
     // Wait until the stalled download has started.
     let started = Instant::now();
     while srv.get_count(&specs[2].id) == 0 && started.elapsed() < Duration::from_secs(10) {

@@ -113,6 +113,16 @@ impl Tap {
         cmd
     }
 
+    /// Starts the binary with stdout and stderr piped, for tests that act
+    /// on it while it runs.
+    pub fn spawn(&self) -> std::process::Child {
+        self.command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tap-fullstory")
+    }
+
     /// Runs to the end and checks the key never shows up in any output.
     pub fn run(self) -> Run {
         let output = self.command().output().expect("run tap-fullstory");

@@ -142,6 +142,7 @@ fn run(args: Args) -> Result<()> {
         .build()
         .map_err(|e| Error::Api(format!("cannot start the async runtime: {e}")))?;
     let mut out = SingerWriter::stdout()?;
+    runtime.spawn(shutdown_watchdog());
     let result = runtime.block_on(async {
         let sync = Sync::new(config, state, schema, selection, &mut out)?;
         tokio::select! {
@@ -164,6 +165,25 @@ fn print_stdout(text: &str) -> Result<()> {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(Error::from_output)
+}
+
+/// After a signal, how long a bundle already going to stdout may take to
+/// finish (with its STATE) before the process stops regardless.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds shutdown when the target stops reading without closing its input:
+/// a write to it would block forever. A second signal stops at once.
+async fn shutdown_watchdog() {
+    let signal = shutdown_signal().await;
+    tokio::select! {
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
+        _ = shutdown_signal() => {}
+    }
+    let err = Error::Interrupted(signal);
+    tracing::error!(
+        "{err} (forced: output did not drain; records after the last STATE will be sent again next run)"
+    );
+    std::process::exit(err.exit_code());
 }
 
 /// Resolves on SIGINT or SIGTERM.

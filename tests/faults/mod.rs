@@ -598,3 +598,34 @@ fn full_spool_disk_is_a_clear_error_and_nothing_is_emitted_for_the_bundle() {
         "no retry of a local disk problem"
     );
 }
+
+#[test]
+fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
+    let specs = bundles(2, 400, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let tap = Tap::new().config(&config(&srv));
+    let mut child = tap.spawn();
+    // Keep stdout open but never read it: the tap blocks once the pipe is full.
+    let _stdout = child.stdout.take().unwrap();
+    let started = Instant::now();
+    while srv.get_count(&specs[1].id) == 0 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still draining after the first signal"
+    );
+    let second = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(
+        second.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        second.elapsed()
+    );
+    assert_eq!(status.code(), Some(143));
+}

@@ -104,7 +104,7 @@ fn run(args: Args) -> Result<()> {
     if args.about {
         return print_stdout(&about::render(args.format));
     }
-    if args.config.is_empty() {
+    if args.config.is_empty() && !args.discover {
         return Err(Error::Input(
             "no config given: pass --config FILE (or --config ENV to read TAP_FULLSTORY_* variables)"
                 .to_string(),

@@ -58,7 +58,13 @@ pub struct Client {
 
 #[derive(Deserialize)]
 struct ListBody {
+    /// `null` is read as an empty list, as some servers send it for none.
+    #[serde(deserialize_with = "null_as_empty")]
     exports: Vec<ListEntry>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ListEntry>, D::Error> {
+    Ok(Option::<Vec<ListEntry>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -305,6 +311,18 @@ mod tests {
         assert_eq!(snippet(b""), "(empty body)");
         assert_eq!(snippet(b"a\nb"), "a b");
         assert!(snippet(&[b'x'; 500]).ends_with("..."));
+    }
+
+    #[test]
+    fn list_bodies() {
+        let parse = |s: &str| serde_json::from_str::<ListBody>(s).map(|b| b.exports.len());
+        assert_eq!(parse(r#"{"exports": null}"#).unwrap(), 0);
+        assert_eq!(
+            parse(r#"{"exports": [{"Id": "a", "Start": 1, "Stop": 2, "Extra": 0}]}"#).unwrap(),
+            1
+        );
+        assert!(parse(r#"{"bundles": []}"#).is_err());
+        assert!(parse(r#"{"exports": [{"Id": 1, "Start": "1", "Stop": 2}]}"#).is_err());
     }
 
     #[test]

@@ -6,8 +6,12 @@
 #   3. a run stopped by SIGTERM mid-sync and resumed from the STATE that
 #      target-jsonl echoed loads every event exactly once;
 #   4. `meltano run tap-fullstory target-jsonl` twice: the second run, with
-#      state kept by Meltano, syncs nothing new.
-# Virtualenvs live under target/e2e and are reused when present.
+#      state kept by Meltano, syncs nothing new;
+#   5. tap | target-postgres (meltanolabs) twice without state, into a
+#      PostgreSQL started here on loopback: the second full sync upserts on
+#      EventKey, so every event is one row, and 64-bit IDs are exact.
+# Virtualenvs live under target/e2e and are reused when present. Step 5 needs
+# PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +36,7 @@ venv() { # venv DIR PACKAGE...
 say "python tools (singer-tools, target-jsonl, meltano)"
 venv "$work/venv-singer" singer-tools==0.4.1 target-jsonl==0.1.4
 venv "$work/venv-meltano" meltano==4.4.1
+venv "$work/venv-postgres" meltanolabs-target-postgres==0.8.1
 py="$work/venv-singer/bin/python"
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -40,7 +45,15 @@ events=200
 total=$((bundles * events))
 fullstory-demo-server --port "$port" --bundles "$bundles" --events "$events" 2>"$work/server.log" &
 server=$!
-trap 'kill "$server" 2>/dev/null || true' EXIT
+pgbin="" pgdir=""
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  if [ -n "$pgdir" ]; then
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$pgdir"
+  fi
+}
+trap cleanup EXIT
 for _ in $(seq 1 200); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   kill -0 "$server" 2>/dev/null || fail "demo server did not start: $(cat "$work/server.log")"
@@ -127,4 +140,36 @@ sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" examples/meltano.yml >"$pr
   grep -q "0 bundles to sync" "$run/meltano2.log" || fail "meltano run 2 did not resume from its state"
 )
 
-echo "e2e: 4 passed, 0 failed"
+say "5. tap | target-postgres, twice without state: one row per event"
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [ -z "$pgbin" ]; then
+  [ "$(id -u)" = 0 ] || fail "PostgreSQL server binaries are missing (apt-get install postgresql, as root)"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
+    || fail "cannot install PostgreSQL"
+  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+id postgres >/dev/null 2>&1 || fail "no 'postgres' system user to run the server as"
+pgdir=$(mktemp -d /tmp/tap-fullstory-pg.XXXXXX)
+chown postgres "$pgdir"
+pgport=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+runuser -u postgres -- "$pgbin/initdb" -D "$pgdir/data" -A trust -U postgres >"$run/initdb.log" 2>&1 \
+  || fail "initdb: $(tail -5 "$run/initdb.log")"
+runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w \
+  -o "-p $pgport -k $pgdir -c listen_addresses=127.0.0.1" start >/dev/null \
+  || fail "PostgreSQL did not start: $(tail -5 "$pgdir/server.log")"
+cat >"$run/postgres.json" <<JSON
+{"host": "127.0.0.1", "port": $pgport, "user": "postgres", "password": "unused", "database": "postgres", "default_target_schema": "fullstory"}
+JSON
+sql() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -Atc "$1"; }
+for pass in 1 2; do
+  tap-fullstory --config "$run/config.json" 2>"$run/tap5.log" \
+    | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres.json" >"$run/state5.json" 2>"$run/postgres$pass.log" \
+    || fail "tap | target-postgres (pass $pass): $(tail -3 "$run/postgres$pass.log")"
+  rows=$(sql 'select count(*), count(distinct "EventKey") from fullstory.events')
+  [ "$rows" = "$total|$total" ] || fail "after pass $pass the table holds $rows rows|keys, expected $total|$total"
+done
+want_max=$(grep -o '9223372036854775807' "$run"/jsonl/events-*.jsonl | wc -l)
+got_max=$(sql 'select count(*) from fullstory.events e, unnest(array[e."UserId", e."SessionId", e."PageId", e."IndvId"]) id where id = 9223372036854775807')
+[ "$want_max" -gt 0 ] && [ "$got_max" = "$want_max" ] || fail "64-bit IDs: $got_max values of 2^63-1 in PostgreSQL, $want_max in the stream"
+
+echo "e2e: 5 passed, 0 failed"

@@ -71,10 +71,26 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ListEntry
 struct ListEntry {
     #[serde(rename = "Id")]
     id: Value,
-    #[serde(rename = "Start")]
+    #[serde(rename = "Start", deserialize_with = "unix_seconds")]
     start: i64,
-    #[serde(rename = "Stop")]
+    #[serde(rename = "Stop", deserialize_with = "unix_seconds")]
     stop: i64,
+}
+
+/// Unix seconds as a JSON integer, or as a string of digits.
+fn unix_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not whole unix seconds"))),
+        Value::String(s) => s
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not unix seconds"))),
+        other => Err(serde::de::Error::custom(format!(
+            "{other} is not unix seconds"
+        ))),
+    }
 }
 
 impl Client {
@@ -322,7 +338,12 @@ mod tests {
             1
         );
         assert!(parse(r#"{"bundles": []}"#).is_err());
-        assert!(parse(r#"{"exports": [{"Id": 1, "Start": "1", "Stop": 2}]}"#).is_err());
+        assert_eq!(
+            parse(r#"{"exports": [{"Id": 1, "Start": "1", "Stop": 2}]}"#).unwrap(),
+            1
+        );
+        assert!(parse(r#"{"exports": [{"Id": 1, "Start": "x", "Stop": 2}]}"#).is_err());
+        assert!(parse(r#"{"exports": [{"Id": 1, "Start": 1.5, "Stop": 2}]}"#).is_err());
     }
 
     #[test]

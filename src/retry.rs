@@ -39,10 +39,24 @@ impl Backoff {
     }
 }
 
-/// Parses a `Retry-After` value in seconds. (FullStory sends seconds; an
-/// HTTP date is rare enough that falling back to backoff is fine.)
+/// Parses a `Retry-After` value: seconds (what FullStory sends) or an HTTP
+/// date. Waits are capped at an hour.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
+    parse_retry_after_at(value, chrono::Utc::now())
+}
+
+fn parse_retry_after_at(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let secs = match value.parse::<f64>() {
+        Ok(secs) => secs,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+            (at.with_timezone(&chrono::Utc) - now)
+                .num_milliseconds()
+                .max(0) as f64
+                / 1000.0
+        }
+    };
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
@@ -127,7 +141,18 @@ mod tests {
         assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("-1"), None);
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("soon"), None);
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after_at("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after_at("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -711,74 +711,27 @@ fn deliver(
     Ok(())
 }
 
-/// Abort the connection with an RST. std has no stable `set_linger` and
-/// neither libc nor socket2 is a dependency, so on Linux we declare
-/// `setsockopt` ourselves (std links libc anyway) to set `SO_LINGER` to 0;
-/// closing such a socket sends RST instead of FIN. Elsewhere this degrades
-/// to a plain shutdown (FIN), which is documented on `Fault::Reset`.
-#[cfg(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-))]
-#[allow(unsafe_code)]
+/// Abort the connection with an RST: with `SO_LINGER` set to 0, closing the
+/// socket sends RST instead of FIN (std has no stable `set_linger`).
 fn reset(stream: &mut TcpStream) {
-    use std::ffi::{c_int, c_void};
     use std::os::fd::AsRawFd;
-
-    #[repr(C)]
-    struct Linger {
-        l_onoff: c_int,
-        l_linger: c_int,
-    }
-    // Values from <asm-generic/socket.h>, shared by the architectures above.
-    const SOL_SOCKET: c_int = 1;
-    const SO_LINGER: c_int = 13;
-    unsafe extern "C" {
-        fn setsockopt(
-            fd: c_int,
-            level: c_int,
-            name: c_int,
-            value: *const c_void,
-            len: u32,
-        ) -> c_int;
-    }
-    let linger = Linger {
+    let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     // SAFETY: the fd belongs to `stream`, which is alive for the call; the
     // pointer and length describe a live `struct linger`.
     let rc = unsafe {
-        setsockopt(
+        libc::setsockopt(
             stream.as_raw_fd(),
-            SOL_SOCKET,
-            SO_LINGER,
-            (&raw const linger).cast::<c_void>(),
-            size_of::<Linger>() as u32,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast::<libc::c_void>(),
+            size_of::<libc::linger>() as libc::socklen_t,
         )
     };
     if rc != 0 {
         let _ = stream.shutdown(Shutdown::Both);
     }
     // The RST goes out when the caller drops the stream.
-}
-
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "riscv64"
-    )
-)))]
-fn reset(stream: &mut TcpStream) {
-    let _ = stream.shutdown(Shutdown::Both);
 }

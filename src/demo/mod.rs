@@ -122,7 +122,7 @@ pub enum Fault {
     /// cleanly (FIN).
     Truncate { after: usize },
     /// Send `after` body bytes, then reset the connection (RST, via
-    /// `SO_LINGER` 0 on Linux; elsewhere a plain close, which is a FIN).
+    /// `SO_LINGER` 0).
     Reset { after: usize },
     /// Send `after` body bytes, sleep `pause`, then send the rest.
     Stall { after: usize, pause: Duration },

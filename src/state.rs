@@ -42,6 +42,12 @@ impl State {
     }
 
     fn from_map(mut map: Map<String, Value>) -> std::result::Result<State, String> {
+        // A whole STATE message saved by mistake: its value is the state.
+        if map.get("type").and_then(Value::as_str) == Some("STATE")
+            && let Some(Value::Object(value)) = map.remove("value")
+        {
+            map = value;
+        }
         let legacy = match map.remove(STREAM) {
             None | Some(Value::Null) => None,
             Some(Value::String(text)) => Some(Bookmark {
@@ -199,6 +205,16 @@ mod tests {
         assert_eq!(out["extra"], json!(true));
         assert_eq!(out["bookmarks"]["other"], json!({"x": 1}));
         assert!(out.get("events").is_none());
+    }
+
+    #[test]
+    fn accepts_a_whole_state_message() {
+        let state = parse(json!({"type": "STATE", "value": {"bookmarks": {"events": {"bundle_stop": "2024-01-03T00:00:00Z"}}}})).unwrap();
+        assert_eq!(
+            format_rfc3339(state.bookmark().unwrap().stop),
+            "2024-01-03T00:00:00Z"
+        );
+        assert!(state.to_value().get("type").is_none());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 #      target-jsonl echoed loads every event exactly once;
 #   4. `meltano run tap-fullstory target-jsonl` twice: the second run, with
 #      state kept by Meltano, syncs nothing new;
-#   5. tap | target-postgres (meltanolabs) twice without state, into a
-#      PostgreSQL started here on loopback: the second full sync upserts on
-#      EventKey, so every event is one row, and 64-bit IDs are exact.
+#   5. tap | target-postgres (meltanolabs) into a PostgreSQL started here on
+#      loopback: a run killed with SIGKILL part way, resumed from its STATE,
+#      then a full re-sync without state: every event is one row (upserts on
+#      EventKey), and 64-bit IDs are exact.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -145,7 +146,7 @@ sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" examples/meltano.yml >"$pr
   grep -q "0 bundles to sync" "$run/meltano2.log" || fail "meltano run 2 did not resume from its state"
 )
 
-say "5. tap | target-postgres, twice without state: one row per event"
+say "5. tap | target-postgres: killed (SIGKILL), resumed, then re-synced in full"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 if [ -z "$pgbin" ]; then
   [ "$(id -u)" = 0 ] || fail "PostgreSQL server binaries are missing (apt-get install postgresql, as root)"
@@ -166,13 +167,33 @@ cat >"$run/postgres.json" <<JSON
 {"host": "127.0.0.1", "port": $pgport, "user": "postgres", "password": "unused", "database": "postgres", "default_target_schema": "fullstory"}
 JSON
 sql() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -Atc "$1"; }
-for pass in 1 2; do
-  tap-fullstory --config "$run/config.json" 2>"$run/tap5.log" \
-    | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres.json" >"$run/state5.json" 2>"$run/postgres$pass.log" \
-    || fail "tap | target-postgres (pass $pass): $(tail -3 "$run/postgres$pass.log")"
-  rows=$(sql 'select count(*), count(distinct "EventKey") from fullstory.events')
-  [ "$rows" = "$total|$total" ] || fail "after pass $pass the table holds $rows rows|keys, expected $total|$total"
+# A run killed with SIGKILL part way, resumed from the STATE the target
+# echoed, then a full re-sync without state: still one row per event.
+rm -f "$run/pipe5" && mkfifo "$run/pipe5"
+"$work/venv-postgres/bin/target-postgres" --config "$run/postgres.json" <"$run/pipe5" >"$run/state5a.json" 2>"$run/postgres-a.log" &
+target=$!
+tap-fullstory --config "$run/config.json" --config "$run/slow.json" >"$run/pipe5" 2>"$run/tap5a.log" &
+tap=$!
+for _ in $(seq 1 300); do
+  [ "$(grep -c 'INFO bundle [0-9]*/' "$run/tap5a.log" 2>/dev/null)" -ge 3 ] && break
+  sleep 0.1
 done
+kill -KILL "$tap" 2>/dev/null || fail "the tap finished before it could be killed"
+{ wait "$tap"; } 2>/dev/null || true
+wait "$target" || fail "target-postgres failed on the killed stream: $(tail -3 "$run/postgres-a.log")"
+partial=$(sql 'select count(*) from fullstory.events')
+[ "$partial" -gt 0 ] && [ "$partial" -lt "$total" ] || fail "the killed run loaded $partial rows"
+state_arg=()
+[ -s "$run/state5a.json" ] && { tail -1 "$run/state5a.json" >"$run/state5a.last"; state_arg=(--state "$run/state5a.last"); }
+for pass in resumed full; do
+  [ "$pass" = full ] && state_arg=()
+  tap-fullstory --config "$run/config.json" "${state_arg[@]}" 2>"$run/tap5.log" \
+    | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres.json" >"$run/state5.json" 2>"$run/postgres-$pass.log" \
+    || fail "tap | target-postgres ($pass): $(tail -3 "$run/postgres-$pass.log")"
+  rows=$(sql 'select count(*), count(distinct "EventKey") from fullstory.events')
+  [ "$rows" = "$total|$total" ] || fail "after the $pass run the table holds $rows rows|keys, expected $total|$total"
+done
+say "   the killed run loaded $partial rows; after resuming and a full re-sync: $total"
 want_max=$(grep -o '9223372036854775807' "$run"/jsonl/events-*.jsonl | wc -l)
 got_max=$(sql 'select count(*) from fullstory.events e, unnest(array[e."UserId", e."SessionId", e."PageId", e."IndvId"]) id where id = 9223372036854775807')
 [ "$want_max" -gt 0 ] && [ "$got_max" = "$want_max" ] || fail "64-bit IDs: $got_max values of 2^63-1 in PostgreSQL, $want_max in the stream"

@@ -138,6 +138,12 @@ pub const SETTINGS: &[Setting] = &[
         "Length of the download rate-limit window in seconds; 0 turns pacing off.",
     ),
     setting(
+        "progress_interval_seconds",
+        Kind::Number,
+        Some("30"),
+        "How often a long download logs its progress (bytes, rate, ETA).",
+    ),
+    setting(
         "spool_dir",
         Kind::String,
         Some("system temp dir"),
@@ -177,6 +183,7 @@ pub struct Config {
     pub retry_max_delay: Duration,
     pub downloads_per_window: u32,
     pub download_window: Duration,
+    pub progress_interval: Duration,
     pub spool_dir: Option<PathBuf>,
 }
 
@@ -310,6 +317,7 @@ impl RawConfig {
             retry_max_delay: self.seconds("retry_max_delay", 120.0, true)?,
             downloads_per_window: self.integer("downloads_per_window", 2, 1)?,
             download_window: self.seconds("download_window_seconds", 60.0, true)?,
+            progress_interval: self.seconds("progress_interval_seconds", 30.0, false)?,
             spool_dir: self.string("spool_dir")?.map(PathBuf::from),
         })
     }

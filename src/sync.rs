@@ -66,9 +66,6 @@ struct Spooled {
 /// the rate limit) overlaps the processing and output of the current one.
 const LOOKAHEAD: usize = 1;
 
-/// How often a long download reports its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(30);
-
 /// A fetch running as its own task, stopped if the run gives up on it.
 struct FetchTask(tokio::task::JoinHandle<Result<Spooled>>);
 
@@ -304,23 +301,15 @@ impl Fetcher {
 
         let mut received = 0u64;
         let download_started = Instant::now();
-        let mut next_report = download_started + PROGRESS_EVERY;
+        let every = self.config.progress_interval;
+        let mut next_report = download_started + every;
         let download: std::result::Result<(), String> = loop {
             match resp.chunk().await {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
                     if Instant::now() >= next_report {
-                        next_report += PROGRESS_EVERY;
-                        let secs = download_started.elapsed().as_secs_f64();
-                        let of = declared
-                            .map(|n| format!(" of {}", human_bytes(n)))
-                            .unwrap_or_default();
-                        tracing::info!(
-                            "{label}: {}{of} downloaded in {:.0}s ({:.1} MB/s)",
-                            human_bytes(received),
-                            secs,
-                            received as f64 / secs / 1e6
-                        );
+                        next_report += every;
+                        log_download(label, received, declared, download_started.elapsed());
                     }
                     if tx.send(Ok(bytes)).await.is_err() {
                         // The reader stopped early; its error says why.
@@ -488,6 +477,28 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current.split_to(n));
         Ok(n)
     }
+}
+
+/// The periodic line of a long download, with its ETA when the size is known.
+fn log_download(label: &str, received: u64, declared: Option<u64>, elapsed: Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-6);
+    let rate = received as f64 / secs;
+    let (of, eta) = match declared {
+        Some(total) if total >= received && rate > 0.0 => (
+            format!(" of {}", human_bytes(total)),
+            format!(
+                ", ETA {}",
+                human_duration(Duration::from_secs_f64((total - received) as f64 / rate))
+            ),
+        ),
+        _ => (String::new(), String::new()),
+    };
+    tracing::info!(
+        "{label}: {}{of} downloaded in {}, {:.1} MB/s{eta}",
+        human_bytes(received),
+        human_duration(elapsed),
+        rate / 1e6
+    );
 }
 
 fn log_progress(

@@ -473,3 +473,33 @@ fn next_download_overlaps_the_current_bundle_and_order_is_kept() {
     sorted.sort();
     assert_eq!(starts, sorted, "records in bundle order");
 }
+
+#[test]
+fn a_long_download_reports_progress_with_an_eta() {
+    let specs = bundles(1, 100, Encoding::Plain);
+    let srv = server(specs.clone());
+    let chunk = specs[0].body.len() / 20 + 1;
+    srv.push_fault(
+        Route::Get(Some(specs[0].id.clone())),
+        Fault::Trickle {
+            chunk,
+            delay: Duration::from_millis(100),
+        },
+    );
+    let mut cfg = config(&srv);
+    cfg["progress_interval_seconds"] = json!(0.5);
+    let run = Tap::new().config(&cfg).run().success();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("bundle 1/1 (id") && l.contains("downloaded in"))
+        .collect();
+    assert!(lines.len() >= 2, "{}", run.stderr);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains(" of ") && l.contains("ETA")),
+        "{lines:?}"
+    );
+    assert!(run.stderr.contains("bundle 1/1 id"), "the per-bundle line");
+}

@@ -277,9 +277,7 @@ impl RawConfig {
             .datetime("start_date")?
             .ok_or_else(|| missing("start_date"))?;
         if start_date > now {
-            let (_, source) = self.get("start_date").expect("present");
-            return Err(bad(
-                source,
+            return Err(self.bad(
                 "start_date",
                 "is in the future; no bundle can end after it yet",
             ));
@@ -288,15 +286,11 @@ impl RawConfig {
         if let Some(end) = end_date
             && end <= start_date
         {
-            let (_, source) = self.get("end_date").expect("present");
-            return Err(bad(source, "end_date", "must be later than start_date"));
+            return Err(self.bad("end_date", "must be later than start_date"));
         }
 
         let base_url = match self.string("base_url")? {
-            Some(url) => check_base_url(&url).map_err(|why| {
-                let (_, source) = self.get("base_url").expect("present");
-                bad(source, "base_url", &why)
-            })?,
+            Some(url) => check_base_url(&url).map_err(|why| self.bad("base_url", &why))?,
             None => "https://export.fullstory.com".to_string(),
         };
 
@@ -322,6 +316,14 @@ impl RawConfig {
         })
     }
 
+    /// An error about `key`, naming where its value came from.
+    fn bad(&self, key: &str, why: &str) -> Error {
+        match self.get(key) {
+            Some((_, source)) => bad(source, key, why),
+            None => Error::Input(format!("config: setting '{key}' {why}")),
+        }
+    }
+
     fn string(&self, key: &str) -> Result<Option<String>> {
         match self.get(key) {
             None | Some((Value::Null, _)) => Ok(None),
@@ -336,16 +338,12 @@ impl RawConfig {
         };
         match parse_datetime(&text) {
             Some(dt) => Ok(Some(dt)),
-            None => {
-                let (_, source) = self.get(key).expect("present");
-                Err(bad(
-                    source,
-                    key,
-                    &format!(
-                        "{text:?} is not a date-time; use RFC 3339 (2024-01-31T00:00:00Z) or YYYY-MM-DD"
-                    ),
-                ))
-            }
+            None => Err(self.bad(
+                key,
+                &format!(
+                    "{text:?} is not a date-time; use RFC 3339 (2024-01-31T00:00:00Z) or YYYY-MM-DD"
+                ),
+            )),
         }
     }
 
@@ -369,13 +367,12 @@ impl RawConfig {
     fn seconds(&self, key: &str, default: f64, zero_ok: bool) -> Result<Duration> {
         let secs = self.number(key)?.unwrap_or(default);
         if secs < 0.0 || (!zero_ok && secs == 0.0) || secs > 86_400.0 * 7.0 {
-            let (_, source) = self.get(key).expect("present when invalid");
             let range = if zero_ok {
                 "between 0 and 604800 seconds"
             } else {
                 "more than 0 and at most 604800 seconds"
             };
-            return Err(bad(source, key, &format!("must be {range}")));
+            return Err(self.bad(key, &format!("must be {range}")));
         }
         Ok(Duration::from_secs_f64(secs))
     }
@@ -385,12 +382,7 @@ impl RawConfig {
             return Ok(default);
         };
         if n.fract() != 0.0 || n < f64::from(min) || n > 1_000_000.0 {
-            let (_, source) = self.get(key).expect("present when invalid");
-            return Err(bad(
-                source,
-                key,
-                &format!("must be a whole number of at least {min}"),
-            ));
+            return Err(self.bad(key, &format!("must be a whole number of at least {min}")));
         }
         Ok(n as u32)
     }

@@ -147,12 +147,15 @@ sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" examples/meltano.yml >"$pr
 )
 
 say "5. tap | target-postgres: killed (SIGKILL), resumed, then re-synced in full"
-pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+# The server's own binaries (a machine may have only the client, psql).
+server_bin() { ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 | xargs -r dirname; }
+pgbin=$(server_bin)
 if [ -z "$pgbin" ]; then
   [ "$(id -u)" = 0 ] || fail "PostgreSQL server binaries are missing (apt-get install postgresql, as root)"
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null \
     || fail "cannot install PostgreSQL"
-  pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  pgbin=$(server_bin)
+  [ -n "$pgbin" ] || fail "PostgreSQL installed, but no initdb found"
 fi
 id postgres >/dev/null 2>&1 || fail "no 'postgres' system user to run the server as"
 pgdir=$(mktemp -d /tmp/tap-fullstory-pg.XXXXXX)

@@ -13,7 +13,7 @@
 //!     bundles: synthetic_bundles(3, 50, 1_704_067_200, 86_400, 1, Encoding::GzipFile),
 //!     ..ServerOptions::default()
 //! })?;
-//! println!("{}", server.url());
+//! let base_url = server.url(); // "http://127.0.0.1:<port>", for the tap's base_url
 //! # Ok::<(), std::io::Error>(())
 //! ```
 

@@ -129,7 +129,10 @@ impl Client {
         let url = format!("{}/api/v1/export/list?start={start}", self.base_url);
         let resp = self.send(&url, "list").await?;
         let body = resp.bytes().await.map_err(|e| {
-            Failure::retry(format!("reading the bundle list failed: {}", chain(&e)))
+            Failure::retry(format!(
+                "reading the bundle list failed: {}",
+                chain(&e.without_url())
+            ))
         })?;
         let parsed: ListBody = serde_json::from_slice(&body).map_err(|e| {
             Failure::retry(format!(
@@ -209,6 +212,8 @@ impl Client {
             Ok(resp) => resp,
             Err(e) => {
                 metric_timer(endpoint, elapsed, None, false);
+                // reqwest repeats the URL in its message; it is already in ours.
+                let e = e.without_url();
                 return Err(Failure::retry(format!("GET {url} failed: {}", chain(&e))));
             }
         };

@@ -239,7 +239,7 @@ impl Fetcher {
                     tries += 1;
                     if tries > self.config.max_retries {
                         return Err(Error::Api(format!(
-                            "{what}: giving up after {tries} attempts: {why}"
+                            "{what}: giving up after {tries} attempts: {why}; the STATE written so far is safe to resume from: re-run later, or raise max_retries"
                         )));
                     }
                     let wait = self.backoff.delay(tries, retry_after);
@@ -324,7 +324,7 @@ impl Fetcher {
                     }
                     _ => break Ok(()),
                 },
-                Err(e) => break Err(chain(&e)),
+                Err(e) => break Err(chain(&e.without_url())),
             }
         };
         if let Err(why) = &download {

@@ -503,3 +503,18 @@ fn a_long_download_reports_progress_with_an_eta() {
     );
     assert!(run.stderr.contains("bundle 1/1 id"), "the per-bundle line");
 }
+
+#[test]
+fn string_bundle_ids_are_kept_as_text() {
+    let json = tap_fullstory::demo::synthetic_events(3, T0, T0 + DAY, 4);
+    let spec =
+        BundleSpec::from_events_json("exp 2024/01/01", T0, T0 + DAY, json, 4, Encoding::GzipFile);
+    let srv = server(vec![spec]);
+    let run = Tap::new().config(&config(&srv)).run().success();
+    assert_eq!(run.records().len(), 4);
+    assert_eq!(
+        run.last_state()["bookmarks"]["events"]["bundle_id"],
+        "exp 2024/01/01"
+    );
+    assert_eq!(srv.get_count("exp 2024/01/01"), 1);
+}

@@ -16,6 +16,12 @@ fn main() {
     divan::main();
 }
 
+/// A shaper with every field selected, as a sync without a catalog uses.
+fn shaper() -> Shaper {
+    let schema = Schema::events();
+    Shaper::new(&schema, &Selection::all(&schema))
+}
+
 fn sample() -> Vec<u8> {
     synthetic_events(42, 1_704_067_200, 1_704_153_600, EVENTS)
 }
@@ -46,9 +52,7 @@ fn shape(bencher: Bencher) {
         Ok::<_, ()>(())
     })
     .unwrap();
-    let schema = Schema::events();
-    let selection = Selection::all(&schema);
-    let mut shaper = Shaper::new(&schema, &selection);
+    let mut shaper = shaper();
     let mut out = Vec::with_capacity(json.len() * 2);
     bencher
         .counter(BytesCount::new(json.len()))
@@ -66,9 +70,7 @@ fn shape(bencher: Bencher) {
 fn read_gzip_and_shape(bencher: Bencher) {
     let json = sample();
     let body = gzip(&json);
-    let schema = Schema::events();
-    let selection = Selection::all(&schema);
-    let mut shaper = Shaper::new(&schema, &selection);
+    let mut shaper = shaper();
     let mut out = Vec::with_capacity(json.len() * 2);
     bencher
         .counter(BytesCount::new(json.len()))

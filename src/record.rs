@@ -357,7 +357,10 @@ impl Shaper {
 
     fn push_extra(&mut self, key: &str, key_escaped: bool, value: &[u8]) {
         if !self.extra_selected {
-            if self.warned_unselected_extra.insert(key.to_string()) {
+            // Look before inserting: this runs per key per event, and the
+            // key is only copied the first time it is seen.
+            if !self.warned_unselected_extra.contains(key) {
+                self.warned_unselected_extra.insert(key.to_string());
                 tracing::warn!(
                     "field {key} is kept only in {EXTRA_FIELD}, which the catalog leaves out; its values are not synced"
                 );

@@ -3,13 +3,20 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::cli::AboutFormat;
 use crate::config::{ENV_PREFIX, Kind, SETTINGS};
 
 /// The capabilities the tap truly supports.
 pub const CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "properties"];
 
 const DESCRIPTION: &str = "Singer tap for FullStory Data Export bundles";
+
+/// Output formats of `--about`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AboutFormat {
+    Text,
+    Json,
+    Markdown,
+}
 
 /// The about document in the requested format, ending with a newline.
 pub fn render(format: AboutFormat) -> String {

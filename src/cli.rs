@@ -4,9 +4,9 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
-use crate::about;
+use crate::about::{self, AboutFormat};
 use crate::catalog::{Schema, Selection};
 use crate::config::{ENV_SOURCE, RawConfig};
 use crate::error::{EXIT_INPUT, Error, Result, Signal};
@@ -48,14 +48,6 @@ pub struct Args {
     pub format: AboutFormat,
 }
 
-/// Output formats of `--about`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AboutFormat {
-    Text,
-    Json,
-    Markdown,
-}
-
 /// Parses the process arguments, runs, and returns the exit code.
 pub fn main() -> i32 {
     let args = match Args::try_parse() {
@@ -84,6 +76,7 @@ pub fn main() -> i32 {
 fn settle_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
+    // (Neither std nor rustix wraps mallopt, so this one call stays unsafe.)
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
@@ -208,22 +201,19 @@ async fn output_closed() {
     let spawned = std::thread::Builder::new()
         .name("stdout-watch".into())
         .spawn(move || {
-            let mut fds = libc::pollfd {
-                fd: libc::STDOUT_FILENO,
-                events: 0,
-                revents: 0,
-            };
+            use rustix::event::{PollFd, PollFlags, poll};
+            let stdout = std::io::stdout();
+            // No events asked for: poll reports only error, hang-up and invalid fd.
+            let mut fds = [PollFd::new(&stdout, PollFlags::empty())];
+            let gone = PollFlags::ERR | PollFlags::HUP | PollFlags::NVAL;
             loop {
-                // SAFETY: one valid pollfd, count 1; poll only reads and writes it.
-                let n = unsafe { libc::poll(&mut fds, 1, -1) };
-                if n > 0 && fds.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
-                    let _ = tx.send(());
-                    return;
-                }
-                if n < 0
-                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
-                {
-                    return;
+                match poll(&mut fds, None) {
+                    Ok(n) if n > 0 && fds[0].revents().intersects(gone) => {
+                        let _ = tx.send(());
+                        return;
+                    }
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(_) => return,
                 }
             }
         });

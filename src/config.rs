@@ -291,7 +291,7 @@ impl RawConfig {
 
         let base_url = match self.string("base_url")? {
             Some(url) => check_base_url(&url).map_err(|why| self.bad("base_url", &why))?,
-            None => "https://export.fullstory.com".to_string(),
+            None => default_of("base_url").to_string(),
         };
 
         let user_agent = self
@@ -304,14 +304,14 @@ impl RawConfig {
             end_date,
             base_url,
             user_agent,
-            request_timeout: self.seconds("request_timeout", 300.0, false)?,
-            connect_timeout: self.seconds("connect_timeout", 30.0, false)?,
-            max_retries: self.integer("max_retries", 8, 0)?,
-            retry_base_delay: self.seconds("retry_base_delay", 2.0, true)?,
-            retry_max_delay: self.seconds("retry_max_delay", 120.0, true)?,
-            downloads_per_window: self.integer("downloads_per_window", 2, 1)?,
-            download_window: self.seconds("download_window_seconds", 60.0, true)?,
-            progress_interval: self.seconds("progress_interval_seconds", 30.0, false)?,
+            request_timeout: self.seconds("request_timeout", false)?,
+            connect_timeout: self.seconds("connect_timeout", false)?,
+            max_retries: self.integer("max_retries", 0)?,
+            retry_base_delay: self.seconds("retry_base_delay", true)?,
+            retry_max_delay: self.seconds("retry_max_delay", true)?,
+            downloads_per_window: self.integer("downloads_per_window", 1)?,
+            download_window: self.seconds("download_window_seconds", true)?,
+            progress_interval: self.seconds("progress_interval_seconds", false)?,
             spool_dir: self.string("spool_dir")?.map(PathBuf::from),
         })
     }
@@ -364,8 +364,11 @@ impl RawConfig {
         }
     }
 
-    fn seconds(&self, key: &str, default: f64, zero_ok: bool) -> Result<Duration> {
-        let secs = self.number(key)?.unwrap_or(default);
+    fn seconds(&self, key: &'static str, zero_ok: bool) -> Result<Duration> {
+        let secs = match self.number(key)? {
+            Some(secs) => secs,
+            None => default_number(key),
+        };
         if secs < 0.0 || (!zero_ok && secs == 0.0) || secs > 86_400.0 * 7.0 {
             let range = if zero_ok {
                 "between 0 and 604800 seconds"
@@ -377,15 +380,33 @@ impl RawConfig {
         Ok(Duration::from_secs_f64(secs))
     }
 
-    fn integer(&self, key: &str, default: u32, min: u32) -> Result<u32> {
+    fn integer(&self, key: &'static str, min: u32) -> Result<u32> {
         let Some(n) = self.number(key)? else {
-            return Ok(default);
+            return Ok(default_number(key) as u32);
         };
         if n.fract() != 0.0 || n < f64::from(min) || n > 1_000_000.0 {
             return Err(self.bad(key, &format!("must be a whole number of at least {min}")));
         }
         Ok(n as u32)
     }
+}
+
+/// A setting's default as the table states it.
+fn default_of(key: &str) -> &'static str {
+    // The table is compiled in and every default is checked by a test, so a
+    // miss here is a build defect, not an input error.
+    SETTINGS
+        .iter()
+        .find(|s| s.name == key)
+        .and_then(|s| s.default)
+        .expect("every defaulted setting has a default in SETTINGS")
+}
+
+/// A numeric setting's default as the table states it.
+fn default_number(key: &str) -> f64 {
+    default_of(key)
+        .parse()
+        .expect("numeric defaults in SETTINGS are numbers")
 }
 
 fn missing(key: &str) -> Error {
@@ -488,6 +509,25 @@ mod tests {
         assert_eq!(cfg.downloads_per_window, 2);
         assert_eq!(cfg.download_window, Duration::from_secs(60));
         assert_eq!(cfg.start_date.to_rfc3339(), "2024-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn numeric_defaults_come_from_the_table() {
+        let cfg = raw(json!({"api_key": "k", "start_date": "2024-01-01"}))
+            .validate(now())
+            .unwrap();
+        for s in SETTINGS {
+            if matches!(s.kind, Kind::Number | Kind::Integer) {
+                let text = s.default.unwrap();
+                assert!(text.parse::<f64>().is_ok(), "{}: {text}", s.name);
+            }
+        }
+        assert_eq!(cfg.request_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.max_retries, 8);
+        assert_eq!(cfg.retry_base_delay, Duration::from_secs(2));
+        assert_eq!(cfg.retry_max_delay, Duration::from_secs(120));
+        assert_eq!(cfg.progress_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -1,24 +1,14 @@
-//! The `events` stream's schema, the discovered catalog, and reading stream
-//! and field selection back from a catalog file.
+//! Streams' schemas, the discovered catalog, and reading stream and field
+//! selection back from a catalog file; all over [`STREAMS`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
 use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
-use crate::state::STREAM;
-
-/// The JSON schema of one event, compiled in from `schemas/events.json`.
-pub const EVENTS_SCHEMA: &str = include_str!("../schemas/events.json");
-
-/// The per-event key the tap derives; the stream's only key property.
-pub const KEY_FIELD: &str = "EventKey";
-/// The declared object that holds every key the schema does not name.
-pub const EXTRA_FIELD: &str = "ExtraFields";
-/// The field bookmarks are measured against.
-pub const REPLICATION_KEY: &str = "EventStart";
+use crate::stream::{EVENTS, STREAMS, StreamDef};
 
 /// The JSON type a schema field expects, used to check values cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +28,10 @@ pub struct Field {
     pub kind: FieldKind,
 }
 
-/// The parsed schema: its JSON and its fields in order.
+/// A stream's parsed schema: its JSON and its fields in order.
 #[derive(Debug, Clone)]
 pub struct Schema {
+    pub stream: &'static StreamDef,
     pub json: Map<String, Value>,
     pub fields: Vec<Field>,
 }
@@ -48,10 +39,15 @@ pub struct Schema {
 impl Schema {
     /// The compiled-in events schema.
     pub fn events() -> Schema {
+        Schema::of(&EVENTS)
+    }
+
+    /// A stream's compiled-in schema.
+    pub fn of(stream: &'static StreamDef) -> Schema {
         // The schema is part of the binary and covered by tests, so a parse
         // failure here is a build defect, not an input error.
         let json: Map<String, Value> =
-            serde_json::from_str(EVENTS_SCHEMA).expect("schemas/events.json is valid JSON");
+            serde_json::from_str(stream.schema).expect("compiled-in schemas are valid JSON");
         let props = json["properties"]
             .as_object()
             .expect("schema has properties");
@@ -62,7 +58,11 @@ impl Schema {
                 kind: kind_of(prop),
             })
             .collect();
-        Schema { json, fields }
+        Schema {
+            stream,
+            json,
+            fields,
+        }
     }
 
     /// The schema restricted to the selected fields, for the SCHEMA message.
@@ -74,21 +74,22 @@ impl Schema {
         Value::Object(json)
     }
 
-    /// The catalog printed by `--discover`.
-    pub fn catalog(&self) -> Value {
-        let mut metadata = vec![json!({
-            "breadcrumb": [],
-            "metadata": {
-                "inclusion": "available",
-                "selected-by-default": true,
-                "table-key-properties": [KEY_FIELD],
-                "forced-replication-method": "INCREMENTAL",
-                "valid-replication-keys": [REPLICATION_KEY],
-                "replication-key": REPLICATION_KEY,
-            }
-        })];
+    /// This stream's entry in the discovered catalog.
+    fn catalog_entry(&self) -> Value {
+        let def = self.stream;
+        let mut stream_md = json!({
+            "inclusion": "available",
+            "selected-by-default": def.selected_by_default,
+            "table-key-properties": def.key_properties,
+            "forced-replication-method": def.replication_method.name(),
+        });
+        if let Some(key) = def.replication_key {
+            stream_md["valid-replication-keys"] = json!([key]);
+            stream_md["replication-key"] = json!(key);
+        }
+        let mut metadata = vec![json!({"breadcrumb": [], "metadata": stream_md})];
         for field in &self.fields {
-            let inclusion = if is_automatic(&field.name) {
+            let inclusion = if def.is_automatic(&field.name) {
                 "automatic"
             } else {
                 "available"
@@ -98,23 +99,28 @@ impl Schema {
                 "metadata": {"inclusion": inclusion, "selected-by-default": true}
             }));
         }
-        json!({
-            "streams": [{
-                "tap_stream_id": STREAM,
-                "stream": STREAM,
-                "schema": Value::Object(self.json.clone()),
-                "key_properties": [KEY_FIELD],
-                "replication_key": REPLICATION_KEY,
-                "replication_method": "INCREMENTAL",
-                "metadata": metadata,
-            }]
-        })
+        let mut entry = json!({
+            "tap_stream_id": def.name,
+            "stream": def.name,
+            "schema": Value::Object(self.json.clone()),
+            "key_properties": def.key_properties,
+        });
+        if let Some(key) = def.replication_key {
+            entry["replication_key"] = json!(key);
+        }
+        entry["replication_method"] = json!(def.replication_method.name());
+        entry["metadata"] = Value::Array(metadata);
+        entry
     }
 }
 
-/// Fields that are always synced whatever the catalog says.
-pub fn is_automatic(field: &str) -> bool {
-    field == KEY_FIELD || field == REPLICATION_KEY
+/// The catalog printed by `--discover`: every stream the tap has.
+pub fn catalog() -> Value {
+    let streams: Vec<Value> = STREAMS
+        .iter()
+        .map(|def| Schema::of(def).catalog_entry())
+        .collect();
+    json!({ "streams": streams })
 }
 
 fn kind_of(prop: &Value) -> FieldKind {
@@ -138,10 +144,9 @@ fn kind_of(prop: &Value) -> FieldKind {
     }
 }
 
-/// What to sync: whether the stream is selected and which fields.
+/// The selected fields of one selected stream.
 #[derive(Debug, Clone)]
 pub struct Selection {
-    pub stream: bool,
     fields: BTreeSet<String>,
 }
 
@@ -149,7 +154,6 @@ impl Selection {
     /// Every field of the schema: the behaviour without a catalog.
     pub fn all(schema: &Schema) -> Selection {
         Selection {
-            stream: true,
             fields: schema.fields.iter().map(|f| f.name.clone()).collect(),
         }
     }
@@ -159,17 +163,49 @@ impl Selection {
         self.fields.contains(name)
     }
 
-    /// Reads selection from a catalog file.
+    /// The selection of `schema`'s stream in a catalog file; no field when
+    /// the catalog does not select the stream.
     pub fn from_catalog_file(path: &Path, schema: &Schema) -> Result<Selection> {
+        Ok(Selections::from_catalog_file(path)?
+            .get(schema.stream.name)
+            .cloned()
+            .unwrap_or(Selection {
+                fields: BTreeSet::new(),
+            }))
+    }
+}
+
+/// What to sync: the selected streams, each with its selected fields.
+#[derive(Debug, Clone, Default)]
+pub struct Selections {
+    streams: BTreeMap<&'static str, Selection>,
+}
+
+impl Selections {
+    /// Every stream selected by default, with all its fields: the behaviour
+    /// without a catalog.
+    pub fn all() -> Selections {
+        let streams = STREAMS
+            .iter()
+            .filter(|def| def.selected_by_default)
+            .map(|def| (def.name, Selection::all(&Schema::of(def))))
+            .collect();
+        Selections { streams }
+    }
+
+    /// The stream's selection, if the stream is selected.
+    pub fn get(&self, stream: &str) -> Option<&Selection> {
+        self.streams.get(stream)
+    }
+
+    /// Reads selection from a catalog file.
+    pub fn from_catalog_file(path: &Path) -> Result<Selections> {
         let map = read_json_object(path, "catalog")?;
-        Selection::from_catalog(&map, schema)
+        Selections::from_catalog(&map)
             .map_err(|why| Error::Input(format!("catalog file '{}': {why}", path.display())))
     }
 
-    fn from_catalog(
-        catalog: &Map<String, Value>,
-        schema: &Schema,
-    ) -> std::result::Result<Selection, String> {
+    fn from_catalog(catalog: &Map<String, Value>) -> std::result::Result<Selections, String> {
         let streams = match catalog.get("streams") {
             Some(Value::Array(streams)) => streams,
             Some(other) => {
@@ -180,7 +216,7 @@ impl Selection {
             }
             None => return Err("key 'streams' is missing".to_string()),
         };
-        let mut found: Option<Selection> = None;
+        let mut selections = Selections::default();
         for (i, entry) in streams.iter().enumerate() {
             let Value::Object(entry) = entry else {
                 return Err(format!("streams[{i}] must be an object"));
@@ -201,22 +237,24 @@ impl Selection {
                 .or_else(|| stream_md.and_then(|(_, md)| flag(md.get("selected-by-default"))))
                 .unwrap_or(false);
 
-            if id != STREAM {
+            let Some(def) = crate::stream::find(id) else {
                 if stream_selected {
                     return Err(format!(
-                        "stream '{id}' is selected but this tap has no such stream (it has: {STREAM})"
+                        "stream '{id}' is selected but this tap has no such stream (it has: {})",
+                        crate::stream::names()
                     ));
                 }
                 tracing::warn!("catalog: ignoring unknown, unselected stream '{id}'");
                 continue;
-            }
+            };
+            let schema = Schema::of(def);
 
             let mut fields = BTreeSet::new();
             for field in &schema.fields {
                 let md = metadata.iter().find(|(crumb, _)| {
                     crumb.len() == 2 && crumb[0] == "properties" && crumb[1] == field.name
                 });
-                let selected = if is_automatic(&field.name) {
+                let selected = if def.is_automatic(&field.name) {
                     true
                 } else if let Some((_, md)) = md {
                     match md.get("inclusion").and_then(Value::as_str) {
@@ -241,20 +279,19 @@ impl Selection {
                     && flag(md.get("selected")) == Some(true)
                 {
                     return Err(format!(
-                        "stream '{id}' selects field '{}', which the events schema does not have; run --discover for the current field list",
-                        crumb[1]
+                        "stream '{id}' selects field '{}', which the {} schema does not have; run --discover for the current field list",
+                        crumb[1], def.name
                     ));
                 }
             }
-            found = Some(Selection {
-                stream: stream_selected,
-                fields,
-            });
+            // A stream listed twice: the last entry counts.
+            if stream_selected {
+                selections.streams.insert(def.name, Selection { fields });
+            } else {
+                selections.streams.remove(def.name);
+            }
         }
-        Ok(found.unwrap_or(Selection {
-            stream: false,
-            fields: BTreeSet::new(),
-        }))
+        Ok(selections)
     }
 }
 
@@ -304,9 +341,11 @@ fn flag(value: Option<&Value>) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::EXTRA_FIELD;
 
-    fn select(catalog: Value) -> std::result::Result<Selection, String> {
-        Selection::from_catalog(catalog.as_object().unwrap(), &Schema::events())
+    /// The events stream's selection, `None` when it is not selected.
+    fn select(catalog: Value) -> std::result::Result<Option<Selection>, String> {
+        Selections::from_catalog(catalog.as_object().unwrap()).map(|s| s.get("events").cloned())
     }
 
     #[test]
@@ -324,10 +363,11 @@ mod tests {
     #[test]
     fn discovered_catalog_selects_everything_when_fed_back() {
         let schema = Schema::events();
-        let mut catalog = schema.catalog();
+        let mut catalog = catalog();
         catalog["streams"][0]["metadata"][0]["metadata"]["selected"] = json!(true);
         let sel = select(catalog).unwrap();
-        assert!(sel.stream);
+        assert!(sel.is_some());
+        let sel = sel.unwrap();
         assert!(schema.fields.iter().all(|f| sel.has_field(&f.name)));
     }
 
@@ -340,7 +380,8 @@ mod tests {
             {"breadcrumb": ["properties", "UserId"], "metadata": {"selected": true}}
         ]}]}))
         .unwrap();
-        assert!(sel.stream);
+        assert!(sel.is_some());
+        let sel = sel.unwrap();
         assert!(!sel.has_field("PageUrl"));
         assert!(
             sel.has_field("EventKey") && sel.has_field("EventStart") && sel.has_field("UserId")
@@ -355,8 +396,8 @@ mod tests {
             {"breadcrumb": [], "metadata": {"selected": false, "selected-by-default": true}}
         ]}]}))
         .unwrap();
-        assert!(!sel.stream);
-        assert!(!select(json!({"streams": []})).unwrap().stream);
+        assert!(sel.is_none());
+        assert!(select(json!({"streams": []})).unwrap().is_none());
     }
 
     #[test]

@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::about::{self, AboutFormat};
-use crate::catalog::{Schema, Selection};
+use crate::catalog::{Selections, catalog};
 use crate::config::{ENV_SOURCE, RawConfig};
-use crate::error::{EXIT_INPUT, Error, Result, Signal};
+use crate::error::{EXIT_INPUT, Error, Result, Signal, one_line};
 use crate::singer::SingerWriter;
 use crate::state::State;
-use crate::sync::Sync;
 
 /// Singer tap for FullStory Data Export bundles.
 #[derive(Debug, Parser)]
@@ -64,7 +63,7 @@ pub fn main() -> i32 {
     match run(args) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", one_line(&e));
             e.exit_code()
         }
     }
@@ -111,10 +110,9 @@ fn run(args: Args) -> Result<()> {
             raw.add_file(path)?;
         }
     }
-    let schema = Schema::events();
     if args.discover {
         let mut text =
-            serde_json::to_string_pretty(&schema.catalog()).map_err(|e| Error::Output(e.into()))?;
+            serde_json::to_string_pretty(&catalog()).map_err(|e| Error::Output(e.into()))?;
         text.push('\n');
         return print_stdout(&text);
     }
@@ -124,25 +122,24 @@ fn run(args: Args) -> Result<()> {
         Some(path) => State::load(path)?,
         None => State::default(),
     };
-    let selection = match args.catalog.as_ref().or(args.properties.as_ref()) {
-        Some(path) => Selection::from_catalog_file(path, &schema)?,
-        None => Selection::all(&schema),
+    let selections = match args.catalog.as_ref().or(args.properties.as_ref()) {
+        Some(path) => Selections::from_catalog_file(path)?,
+        None => Selections::all(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Api(format!("cannot start the async runtime: {e}")))?;
+        .map_err(Error::Runtime)?;
     let mut out = SingerWriter::stdout()?;
     runtime.spawn(shutdown_watchdog());
     let result = runtime.block_on(async {
-        let sync = Sync::new(config, state, schema, selection, &mut out)?;
         tokio::select! {
             biased;
             signal = shutdown_signal() => Err(Error::Interrupted(signal)),
             () = output_closed() => Err(Error::OutputClosed),
-            summary = sync.run() => summary.map(|_| ()),
+            done = crate::run::sync(config, state, selections, &mut out) => done,
         }
     });
     // Downloads still in flight are abandoned; their spool files are

@@ -215,6 +215,13 @@ pub struct RawConfig {
 }
 
 impl RawConfig {
+    /// Sets `key` as if a file `test.json` held it.
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&mut self, key: &str, value: &str) {
+        let source = Source::File(PathBuf::from("test.json"));
+        self.set(key.to_string(), Value::String(value.to_string()), source);
+    }
+
     fn set(&mut self, key: String, value: Value, source: Source) {
         self.values.retain(|(k, _, _)| *k != key);
         self.values.push((key, value, source));
@@ -449,10 +456,13 @@ fn check_base_url(url: &str) -> std::result::Result<String, String> {
 }
 
 /// Reads a file that must hold one JSON object; `what` names it in errors.
-pub fn read_json_object(path: &Path, what: &str) -> Result<Map<String, Value>> {
+pub fn read_json_object(path: &Path, what: &'static str) -> Result<Map<String, Value>> {
     let shown = path.display();
-    let bytes = std::fs::read(path)
-        .map_err(|e| Error::Input(format!("{what} file '{shown}': cannot read it: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|source| Error::InputRead {
+        what,
+        path: shown.to_string(),
+        source,
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::Input(format!(
             "{what} file '{shown}' is empty; it must hold a JSON object"
@@ -464,9 +474,11 @@ pub fn read_json_object(path: &Path, what: &str) -> Result<Map<String, Value>> {
             "{what} file '{shown}' holds a JSON {}; it must hold a JSON object",
             json_kind(&other)
         ))),
-        Err(e) => Err(Error::Input(format!(
-            "{what} file '{shown}' is not valid JSON: {e}"
-        ))),
+        Err(source) => Err(Error::InputJson {
+            what,
+            path: shown.to_string(),
+            source,
+        }),
     }
 }
 

@@ -1,27 +1,61 @@
 //! The tap's error type and the exit code each kind of failure maps to.
 
 use std::fmt;
+use std::io;
 
-/// Everything that can stop a run. The `Display` form is the one-line message
-/// the binary logs before exiting, so each variant's text says what went wrong
-/// and, where it can, what to do about it.
+/// Everything that can stop a run. The binary logs [`one_line`] of it before
+/// exiting: the message with its causes, so each variant says what went
+/// wrong and, where it can, what to do about it. Underlying errors are kept
+/// as sources rather than flattened into text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The command line, a config, state or catalog file is unusable.
     #[error("{0}")]
     Input(String),
 
+    /// A config, state or catalog file could not be read.
+    #[error("{what} file '{path}': cannot read it")]
+    InputRead {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A config, state or catalog file is not JSON.
+    #[error("{what} file '{path}' is not valid JSON")]
+    InputJson {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// FullStory (or the network in between) refused or failed a request.
     #[error("{0}")]
     Api(String),
 
-    /// A bundle could not be read completely and correctly.
-    #[error("{0}")]
-    Bundle(String),
+    /// The HTTP client could not be built.
+    #[error("cannot set up the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
 
-    /// The local spool directory could not be written.
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] io::Error),
+
+    /// A unit of work (a bundle) could not be read completely and correctly.
     #[error("{0}")]
-    Spool(String),
+    Unit(String),
+
+    /// The local spool directory could not be written or read back.
+    #[error("{context}: {source}{advice}")]
+    Spool {
+        context: String,
+        /// Appended after the cause: what to do, starting with "; ", or empty.
+        advice: &'static str,
+        #[source]
+        source: io::Error,
+    },
 
     /// The process reading our stdout (the Singer target) went away.
     #[error(
@@ -30,8 +64,8 @@ pub enum Error {
     OutputClosed,
 
     /// Writing to stdout failed for another reason.
-    #[error("writing to stdout failed: {0}")]
-    Output(std::io::Error),
+    #[error("writing to stdout failed")]
+    Output(#[source] io::Error),
 
     /// SIGINT or SIGTERM arrived.
     #[error("interrupted by {0}: stopping; the last STATE written is safe to resume from")]
@@ -65,8 +99,13 @@ impl Error {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) => EXIT_INPUT,
-            Error::Api(_) | Error::Bundle(_) | Error::Spool(_) | Error::Output(_) => EXIT_RUNTIME,
+            Error::Input(_) | Error::InputRead { .. } | Error::InputJson { .. } => EXIT_INPUT,
+            Error::Api(_)
+            | Error::HttpClient(_)
+            | Error::Runtime(_)
+            | Error::Unit(_)
+            | Error::Spool { .. }
+            | Error::Output(_) => EXIT_RUNTIME,
             Error::OutputClosed => EXIT_OUTPUT_CLOSED,
             Error::Interrupted(Signal::Int) => 130,
             Error::Interrupted(Signal::Term) => 143,
@@ -74,14 +113,67 @@ impl Error {
     }
 
     /// Maps an error from writing stdout, recognising a closed pipe.
-    pub fn from_output(err: std::io::Error) -> Error {
-        if err.kind() == std::io::ErrorKind::BrokenPipe {
+    pub fn from_output(err: io::Error) -> Error {
+        if err.kind() == io::ErrorKind::BrokenPipe {
             Error::OutputClosed
         } else {
             Error::Output(err)
         }
     }
+
+    /// A spool file error with what to do about it.
+    pub(crate) fn spool(context: String, advice: &'static str, source: io::Error) -> Error {
+        Error::Spool {
+            context,
+            advice,
+            source,
+        }
+    }
+}
+
+/// An error with its causes, on one line; a cause whose text the message
+/// already holds is not repeated.
+pub fn one_line(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Shorthand used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_causes_once() {
+        let err = Error::InputRead {
+            what: "config",
+            path: "c.json".into(),
+            source: io::Error::other("no such file"),
+        };
+        assert_eq!(
+            one_line(&err),
+            "config file 'c.json': cannot read it: no such file"
+        );
+        let err = Error::spool(
+            "cannot write the spool file in '/x'".into(),
+            "; free space there",
+            io::Error::other("disk full"),
+        );
+        assert_eq!(
+            one_line(&err),
+            "cannot write the spool file in '/x': disk full; free space there"
+        );
+        assert_eq!(err.exit_code(), EXIT_RUNTIME);
+    }
+}

@@ -1,23 +1,28 @@
 //! tap-fullstory: a Singer tap that syncs FullStory Data Export bundles.
 //!
 //! The pipeline, in the order a run goes through it:
-//! [`cli`] → [`config`], [`state`], [`catalog`] → [`client`] (HTTP, with
-//! [`retry`] for backoff and pacing) → [`bundle`] (gunzip and split the JSON
-//! array) → [`record`] (selection, key, extra fields) → [`singer`] (stdout),
-//! with [`sync`] driving it. [`demo`] is a FullStory-compatible export server
-//! for demos, tests and benchmarks.
+//! [`cli`] → [`config`], [`state`], [`catalog`] (over the streams in
+//! [`stream`]) → `run` (each selected stream from its source) → `pipeline`
+//! (the exactly-once loop: fetch ahead, spool, verify, commit) driving a
+//! `source` (Data Export bundles, over `http` with retry and pacing) →
+//! [`bundle`] (gunzip and split the JSON array) → [`record`] (selection,
+//! key, extra fields) → [`singer`] (stdout). [`error`] maps failures to exit
+//! codes. [`demo`] is a FullStory-compatible export server for demos, tests
+//! and benchmarks.
 
 pub mod about;
 pub mod bundle;
 pub mod catalog;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub(crate) mod http;
+pub(crate) mod pipeline;
 pub mod record;
-pub mod retry;
+pub(crate) mod run;
 pub mod singer;
+pub(crate) mod source;
 pub mod state;
-pub mod sync;
+pub mod stream;
 pub mod time;

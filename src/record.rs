@@ -5,7 +5,7 @@
 //! through byte for byte. Keys the schema does not name, and known keys whose
 //! value does not have the schema's type, go into the declared `ExtraFields`
 //! object instead of being dropped. Every record gets an `EventKey` derived
-//! from the event's identity fields (see [`IDENTITY_FIELDS`]).
+//! from the event's identity fields (see [`crate::stream::IDENTITY_FIELDS`]).
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -18,34 +18,9 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-use crate::catalog::{EXTRA_FIELD, FieldKind, KEY_FIELD, Schema, Selection};
-use crate::state::STREAM;
+use crate::catalog::{FieldKind, Schema, Selection};
+use crate::stream::{EXTRA_FIELD, StreamDef};
 use crate::time::{format_micros, is_rfc3339};
-
-/// The fields that identify an event, in the order they are hashed. They are
-/// the event's own coordinates (who, which session and page, when, what, on
-/// which target); fields that FullStory revises when a session settles
-/// (durations, counters, identity linkage such as `IndvId`) are left out so a
-/// re-downloaded bundle yields the same keys.
-pub const IDENTITY_FIELDS: &[&str] = &[
-    "UserId",
-    "SessionId",
-    "PageId",
-    "EventStart",
-    "EventType",
-    "EventSubType",
-    "EventCustomName",
-    "EventTargetSelectorTok",
-    "EventTargetText",
-    "EventPageOffset",
-    "EventVarFields",
-    "EventVarErrorKind",
-    "ReqUrl",
-    "ReqMethod",
-    "ReqStatus",
-    "EventWebSourceFileUrl",
-    "EventMobileSourceFile",
-];
 
 /// How many distinct identities a bundle remembers to number repeats. Events
 /// identical in every identity field get occurrence numbers 0, 1, 2, ... in
@@ -155,6 +130,7 @@ struct FieldSlot {
 
 /// Shapes events of one stream into RECORD lines.
 pub struct Shaper {
+    stream: &'static StreamDef,
     slots: Vec<FieldSlot>,
     by_name: FieldIndex,
     extra_selected: bool,
@@ -174,11 +150,13 @@ const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
 impl Shaper {
     /// A shaper writing the selected fields of `schema`.
     pub fn new(schema: &Schema, selection: &Selection) -> Shaper {
+        let stream = schema.stream;
+        let (key_field, identity) = (stream.derived_key.field, stream.derived_key.identity);
         let mut slots = Vec::new();
         let mut names = Vec::new();
         for field in &schema.fields {
             // Our own two fields are never taken from the event itself.
-            if field.name == KEY_FIELD || field.name == EXTRA_FIELD {
+            if field.name == key_field || field.name == stream.extra_field {
                 continue;
             }
             names.push(field.name.as_str());
@@ -186,15 +164,16 @@ impl Shaper {
                 name: field.name.clone(),
                 kind: field.kind,
                 selected: selection.has_field(&field.name),
-                identity: IDENTITY_FIELDS.iter().position(|n| *n == field.name),
+                identity: identity.iter().position(|n| *n == field.name),
                 warned: false,
             });
         }
         let mut shaper = Shaper {
+            stream,
             slots,
             by_name: FieldIndex::new(&names),
-            extra_selected: selection.has_field(EXTRA_FIELD),
-            identity: vec![None; IDENTITY_FIELDS.len()],
+            extra_selected: selection.has_field(stream.extra_field),
+            identity: vec![None; identity.len()],
             identity_bytes: Vec::new(),
             extras: Vec::new(),
             repeats: RepeatMap::default(),
@@ -224,9 +203,9 @@ impl Shaper {
         self.events += 1;
         let start = out.len();
         out.extend_from_slice(PREFIX);
-        out.extend_from_slice(STREAM.as_bytes());
+        out.extend_from_slice(self.stream.name.as_bytes());
         out.extend_from_slice(br#"","record":{""#);
-        out.extend_from_slice(KEY_FIELD.as_bytes());
+        out.extend_from_slice(self.stream.derived_key.field.as_bytes());
         out.extend_from_slice(b"\":\"");
         let key_at = out.len();
         out.extend_from_slice(&[b'0'; KEY_HEX_LEN]);
@@ -267,7 +246,7 @@ impl Shaper {
 
         if !self.extras.is_empty() && self.extra_selected {
             out.extend_from_slice(b",\"");
-            out.extend_from_slice(EXTRA_FIELD.as_bytes());
+            out.extend_from_slice(self.stream.extra_field.as_bytes());
             out.extend_from_slice(b"\":{");
             out.extend_from_slice(&self.extras);
             out.push(b'}');

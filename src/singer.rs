@@ -72,7 +72,7 @@ impl<W: Write> SingerWriter<W> {
     {
         spool
             .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::Spool(format!("cannot rewind the spool file: {e}")))?;
+            .map_err(|e| Error::spool("cannot rewind the spool file".into(), "", e))?;
         self.flush()?;
         self.out.get_mut().copy_from(spool)
     }
@@ -119,7 +119,7 @@ fn copy_by_chunks(spool: &mut File, out: &mut impl Write) -> Result<u64> {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::Spool(format!("cannot read the spool file: {e}"))),
+            Err(e) => return Err(Error::spool("cannot read the spool file".into(), "", e)),
         };
         out.write_all(&buf[..n]).map_err(Error::from_output)?;
         total += n as u64;

@@ -1,5 +1,6 @@
-//! The bookmark: reading the state file (ours and the Python tap's) and
-//! producing the STATE value written after each bundle.
+//! The state: one bookmark per stream, each in its stream's own shape,
+//! read from the state file (ours and the Python tap's) and written as the
+//! STATE value after each unit. Keys the tap does not know pass through.
 
 use std::path::Path;
 
@@ -10,24 +11,32 @@ use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
 use crate::time::{format_rfc3339, parse_datetime};
 
-/// The stream whose bookmark this tap keeps.
-pub const STREAM: &str = "events";
+use crate::stream::{STREAMS, SourceKind, StreamDef};
 
-/// How far the sync has got: every bundle ending at or before `stop` is done.
+/// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bookmark {
+pub enum Bookmark {
+    /// Data Export bundles: `{"replication_key", "bundle_stop", "bundle_id"}`.
+    Bundle(BundleBookmark),
+}
+
+/// How far a bundle stream has got: every bundle ending at or before `stop`
+/// is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleBookmark {
     /// End of the last bundle whose records were all written.
     pub stop: DateTime<Utc>,
     /// Id of that bundle, when known (the Python tap did not record it).
     pub bundle_id: Option<String>,
 }
 
-/// The state document: the bookmark plus whatever else the input state held,
-/// which is passed through untouched.
+/// The state document: the bookmarks of the tap's streams plus whatever else
+/// the input state held, which is passed through untouched.
 #[derive(Debug, Clone, Default)]
 pub struct State {
     other: Map<String, Value>,
-    bookmark: Option<Bookmark>,
+    /// In [`STREAMS`] order, which is the order they are written in.
+    bookmarks: Vec<(&'static str, Bookmark)>,
 }
 
 impl State {
@@ -48,59 +57,40 @@ impl State {
         {
             map = value;
         }
-        let legacy = match map.remove(STREAM) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(Bookmark {
-                stop: parse_datetime(&text)
-                    .ok_or_else(|| format!("key '{STREAM}': {text:?} is not a date-time"))?,
-                bundle_id: None,
-            }),
-            Some(other) => {
-                return Err(format!(
-                    "key '{STREAM}' must be a date-time string, not a {}",
-                    json_kind(&other)
-                ));
+        let mut bookmarks = Vec::new();
+        for stream in STREAMS {
+            if let Some(bookmark) = read_bookmark(&mut map, stream)? {
+                bookmarks.push((stream.name, bookmark));
             }
-        };
-
-        let current = match map.get_mut("bookmarks") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(bookmarks)) => match bookmarks.remove(STREAM) {
-                None | Some(Value::Null) => None,
-                Some(Value::Object(entry)) => Some(parse_entry(&entry)?),
-                Some(other) => {
-                    return Err(format!(
-                        "key 'bookmarks.{STREAM}' must be an object, not a {}",
-                        json_kind(&other)
-                    ));
-                }
-            },
-            Some(other) => {
-                return Err(format!(
-                    "key 'bookmarks' must be an object, not a {}",
-                    json_kind(other)
-                ));
-            }
-        };
-
-        let bookmark = match (legacy, current) {
-            (Some(a), Some(b)) => Some(if a.stop > b.stop { a } else { b }),
-            (a, b) => a.or(b),
-        };
+        }
         Ok(State {
             other: map,
-            bookmark,
+            bookmarks,
         })
     }
 
-    /// The bookmark, if the state had one.
-    pub fn bookmark(&self) -> Option<&Bookmark> {
-        self.bookmark.as_ref()
+    /// The stream's bookmark, if the state has one.
+    pub fn bookmark(&self, stream: &StreamDef) -> Option<&Bookmark> {
+        self.bookmarks
+            .iter()
+            .find(|(name, _)| *name == stream.name)
+            .map(|(_, b)| b)
     }
 
-    /// Moves the bookmark to a finished bundle.
-    pub fn advance(&mut self, bookmark: Bookmark) {
-        self.bookmark = Some(bookmark);
+    /// Moves the stream's bookmark past a committed unit.
+    pub fn advance(&mut self, stream: &'static StreamDef, bookmark: Bookmark) {
+        match self
+            .bookmarks
+            .iter_mut()
+            .find(|(name, _)| *name == stream.name)
+        {
+            Some((_, b)) => *b = bookmark,
+            None => {
+                self.bookmarks.push((stream.name, bookmark));
+                let order = |name: &str| STREAMS.iter().position(|s| s.name == name);
+                self.bookmarks.sort_by_key(|(name, _)| order(name));
+            }
+        }
     }
 
     /// The value of a STATE message.
@@ -112,33 +102,100 @@ impl State {
         if !bookmarks.is_object() {
             *bookmarks = Value::Object(Map::new());
         }
-        if let (Some(b), Value::Object(map)) = (&self.bookmark, bookmarks) {
-            let mut entry = json!({
-                "replication_key": "EventStart",
-                "bundle_stop": format_rfc3339(b.stop),
-            });
-            if let Some(id) = &b.bundle_id {
-                entry["bundle_id"] = Value::String(id.clone());
+        if let Value::Object(map) = bookmarks {
+            for (name, bookmark) in &self.bookmarks {
+                map.insert(name.to_string(), bookmark.to_value());
             }
-            map.insert(STREAM.to_string(), entry);
         }
         out.entry("currently_syncing").or_insert(Value::Null);
         Value::Object(out)
     }
 }
 
-fn parse_entry(entry: &Map<String, Value>) -> std::result::Result<Bookmark, String> {
-    let stop = match entry.get("bundle_stop") {
-        Some(Value::String(text)) => parse_datetime(text).ok_or_else(|| {
-            format!("key 'bookmarks.{STREAM}.bundle_stop': {text:?} is not a date-time")
-        })?,
+impl Bookmark {
+    /// The stream's entry under `bookmarks`.
+    fn to_value(&self) -> Value {
+        match self {
+            Bookmark::Bundle(b) => {
+                let mut entry = json!({
+                    "replication_key": "EventStart",
+                    "bundle_stop": format_rfc3339(b.stop),
+                });
+                if let Some(id) = &b.bundle_id {
+                    entry["bundle_id"] = Value::String(id.clone());
+                }
+                entry
+            }
+        }
+    }
+}
+
+/// Takes `stream`'s bookmark out of a state document. For bundle streams
+/// the Python tap-fullstory 1.x top-level `{"<stream>": "<date-time>"}` is
+/// read too, and the later of the two wins.
+fn read_bookmark(
+    map: &mut Map<String, Value>,
+    stream: &StreamDef,
+) -> std::result::Result<Option<Bookmark>, String> {
+    let name = stream.name;
+    let legacy = match map.remove(name) {
+        _ if stream.source != SourceKind::DataExport => None,
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(BundleBookmark {
+            stop: parse_datetime(&text)
+                .ok_or_else(|| format!("key '{name}': {text:?} is not a date-time"))?,
+            bundle_id: None,
+        }),
         Some(other) => {
             return Err(format!(
-                "key 'bookmarks.{STREAM}.bundle_stop' must be a date-time string, not a {}",
+                "key '{name}' must be a date-time string, not a {}",
+                json_kind(&other)
+            ));
+        }
+    };
+
+    let current = match map.get_mut("bookmarks") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(bookmarks)) => match bookmarks.remove(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(entry)) => Some(parse_entry(&entry, name)?),
+            Some(other) => {
+                return Err(format!(
+                    "key 'bookmarks.{name}' must be an object, not a {}",
+                    json_kind(&other)
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks' must be an object, not a {}",
                 json_kind(other)
             ));
         }
-        None => return Err(format!("key 'bookmarks.{STREAM}.bundle_stop' is missing")),
+    };
+
+    let bookmark = match (legacy, current) {
+        (Some(a), Some(b)) => Some(if a.stop > b.stop { a } else { b }),
+        (a, b) => a.or(b),
+    };
+    Ok(bookmark.map(Bookmark::Bundle))
+}
+
+fn parse_entry(
+    entry: &Map<String, Value>,
+    stream: &str,
+) -> std::result::Result<BundleBookmark, String> {
+    let stop = match entry.get("bundle_stop") {
+        Some(Value::String(text)) => parse_datetime(text).ok_or_else(|| {
+            format!("key 'bookmarks.{stream}.bundle_stop': {text:?} is not a date-time")
+        })?,
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks.{stream}.bundle_stop' must be a date-time string, not a {}",
+                json_kind(other)
+            ));
+        }
+        None => return Err(format!("key 'bookmarks.{stream}.bundle_stop' is missing")),
     };
     let bundle_id = match entry.get("bundle_id") {
         None | Some(Value::Null) => None,
@@ -146,17 +203,23 @@ fn parse_entry(entry: &Map<String, Value>) -> std::result::Result<Bookmark, Stri
         Some(Value::Number(n)) => Some(n.to_string()),
         Some(other) => {
             return Err(format!(
-                "key 'bookmarks.{STREAM}.bundle_id' must be a string, not a {}",
+                "key 'bookmarks.{stream}.bundle_id' must be a string, not a {}",
                 json_kind(other)
             ));
         }
     };
-    Ok(Bookmark { stop, bundle_id })
+    Ok(BundleBookmark { stop, bundle_id })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::EVENTS;
+
+    /// The events stream's bookmark.
+    fn events(state: &State) -> Option<&BundleBookmark> {
+        state.bookmark(&EVENTS).map(|Bookmark::Bundle(b)| b)
+    }
 
     fn parse(value: Value) -> std::result::Result<State, String> {
         State::from_map(value.as_object().unwrap().clone())
@@ -165,28 +228,31 @@ mod tests {
     #[test]
     fn reads_python_tap_state() {
         let state = parse(json!({"events": "2019-07-16T00:00:00.000000Z"})).unwrap();
-        let b = state.bookmark().unwrap();
+        let b = events(&state).unwrap();
         assert_eq!(format_rfc3339(b.stop), "2019-07-16T00:00:00Z");
         assert_eq!(b.bundle_id, None);
         // Naive timestamps (no offset) are UTC.
         let naive = parse(json!({"events": "2019-07-16T00:00:00"})).unwrap();
-        assert_eq!(naive.bookmark(), state.bookmark());
+        assert_eq!(events(&naive), events(&state));
     }
 
     #[test]
     fn round_trips_our_state() {
         let mut state = State::default();
-        state.advance(Bookmark {
-            stop: parse_datetime("2024-01-02T00:00:00Z").unwrap(),
-            bundle_id: Some("170415360048".into()),
-        });
+        state.advance(
+            &EVENTS,
+            Bookmark::Bundle(BundleBookmark {
+                stop: parse_datetime("2024-01-02T00:00:00Z").unwrap(),
+                bundle_id: Some("170415360048".into()),
+            }),
+        );
         let value = state.to_value();
         assert_eq!(
             value,
             json!({"bookmarks": {"events": {"replication_key": "EventStart", "bundle_stop": "2024-01-02T00:00:00Z", "bundle_id": "170415360048"}}, "currently_syncing": null})
         );
         let back = parse(value).unwrap();
-        assert_eq!(back.bookmark(), state.bookmark());
+        assert_eq!(events(&back), events(&state));
     }
 
     #[test]
@@ -198,7 +264,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            format_rfc3339(state.bookmark().unwrap().stop),
+            format_rfc3339(events(&state).unwrap().stop),
             "2024-01-05T00:00:00Z"
         );
         let out = state.to_value();
@@ -211,7 +277,7 @@ mod tests {
     fn accepts_a_whole_state_message() {
         let state = parse(json!({"type": "STATE", "value": {"bookmarks": {"events": {"bundle_stop": "2024-01-03T00:00:00Z"}}}})).unwrap();
         assert_eq!(
-            format_rfc3339(state.bookmark().unwrap().stop),
+            format_rfc3339(events(&state).unwrap().stop),
             "2024-01-03T00:00:00Z"
         );
         assert!(state.to_value().get("type").is_none());
@@ -224,6 +290,6 @@ mod tests {
         assert!(parse(json!({"bookmarks": []})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {"bundle_stop": 1}}})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {}}})).is_err());
-        assert!(parse(json!({})).unwrap().bookmark().is_none());
+        assert!(events(&parse(json!({})).unwrap()).is_none());
     }
 }

@@ -1,20 +1,23 @@
-//! Backoff between retries, and pacing of bundle downloads to FullStory's
-//! rate limit.
+//! Retrying: exponential backoff, the server's `Retry-After`, and the loop
+//! that runs one request until it succeeds, fails for good, or retries run out.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::Failure;
+use super::pace::Pace;
+use crate::error::{Error, Result};
 
 /// Exponential backoff with full jitter, capped, where a server's
 /// `Retry-After` takes precedence.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
 }
 
 impl Backoff {
     /// The wait before retry number `attempt` (1 for the first retry).
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(wait) = retry_after {
             // The server knows when it will take us again; a little jitter
             // stops several clients from returning in lockstep.
@@ -41,7 +44,7 @@ impl Backoff {
 
 /// Parses a `Retry-After` value: seconds (what FullStory sends) or an HTTP
 /// date. Waits are capped at an hour.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     parse_retry_after_at(value, chrono::Utc::now())
 }
 
@@ -60,56 +63,51 @@ fn parse_retry_after_at(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opti
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
 }
 
-/// A sliding-window limit: at most `limit` starts in any `window`.
-#[derive(Debug)]
-pub struct Pacer {
-    limit: usize,
-    window: Duration,
-    starts: VecDeque<Instant>,
+/// How often and how patiently to retry.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Retry {
+    pub(crate) backoff: Backoff,
+    pub(crate) max_retries: u32,
 }
 
-impl Pacer {
-    /// A pacer allowing `limit` starts per `window`; a zero window never waits.
-    pub fn new(limit: u32, window: Duration) -> Pacer {
-        Pacer {
-            limit: limit.max(1) as usize,
-            window,
-            starts: VecDeque::new(),
-        }
-    }
-
-    /// Records a start at `now` and returns `None`, or returns how long to
-    /// wait before one is allowed.
-    pub fn try_start(&mut self, now: Instant) -> Option<Duration> {
-        if self.window.is_zero() {
-            return None;
-        }
-        while let Some(&first) = self.starts.front() {
-            if now.duration_since(first) >= self.window {
-                self.starts.pop_front();
-            } else {
-                break;
+impl Retry {
+    /// Runs `attempt` until it succeeds, fails for good, or retries run out.
+    /// A `Retry-After` from the server also holds `pace`, so no other request
+    /// of that kind starts before the server is ready.
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        pace: Option<&Pace>,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, Failure>>,
+    {
+        let mut tries = 0u32;
+        loop {
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry { why, retry_after }) => {
+                    tries += 1;
+                    if tries > self.max_retries {
+                        return Err(Error::Api(format!(
+                            "{what}: giving up after {tries} attempts: {why}; the STATE written so far is safe to resume from: re-run later, or raise max_retries"
+                        )));
+                    }
+                    let wait = self.backoff.delay(tries, retry_after);
+                    if let (Some(pause), Some(pace)) = (retry_after, pace) {
+                        pace.hold(pause).await;
+                    }
+                    tracing::warn!(
+                        "{what}: attempt {tries} failed: {why}; retrying in {:.1}s ({} retries left)",
+                        wait.as_secs_f64(),
+                        self.max_retries - tries + 1
+                    );
+                    tokio::time::sleep(wait).await;
+                }
             }
-        }
-        if self.starts.len() < self.limit {
-            self.starts.push_back(now);
-            return None;
-        }
-        let oldest = self.starts.front().copied()?;
-        Some((oldest + self.window).saturating_duration_since(now))
-    }
-
-    /// Pushes every recorded start back so none is allowed before `until`;
-    /// used after a 429, when the server's clock is what counts.
-    pub fn hold_until(&mut self, until: Instant) {
-        let shift = until.checked_sub(self.window).unwrap_or(until);
-        for start in &mut self.starts {
-            if *start < shift {
-                *start = shift;
-            }
-        }
-        while self.starts.len() < self.limit {
-            self.starts.push_back(shift);
         }
     }
 }
@@ -153,40 +151,5 @@ mod tests {
             parse_retry_after_at("Wed, 21 Oct 2015 07:00:00 GMT", now),
             Some(Duration::ZERO)
         );
-    }
-
-    #[test]
-    fn pacer_allows_limit_per_window() {
-        let mut p = Pacer::new(2, Duration::from_secs(60));
-        let t0 = Instant::now();
-        assert_eq!(p.try_start(t0), None);
-        assert_eq!(p.try_start(t0 + Duration::from_secs(1)), None);
-        assert_eq!(
-            p.try_start(t0 + Duration::from_secs(10)),
-            Some(Duration::from_secs(50))
-        );
-        assert_eq!(p.try_start(t0 + Duration::from_secs(60)), None);
-        assert_eq!(
-            p.try_start(t0 + Duration::from_secs(60)),
-            Some(Duration::from_secs(1))
-        );
-    }
-
-    #[test]
-    fn pacer_hold_blocks_until_then() {
-        let mut p = Pacer::new(2, Duration::from_secs(10));
-        let t0 = Instant::now() + Duration::from_secs(100);
-        p.hold_until(t0 + Duration::from_secs(5));
-        assert_eq!(p.try_start(t0), Some(Duration::from_secs(5)));
-        assert_eq!(p.try_start(t0 + Duration::from_secs(5)), None);
-    }
-
-    #[test]
-    fn zero_window_never_waits() {
-        let mut p = Pacer::new(1, Duration::ZERO);
-        let t = Instant::now();
-        for _ in 0..10 {
-            assert_eq!(p.try_start(t), None);
-        }
     }
 }

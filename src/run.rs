@@ -1,0 +1,60 @@
+//! One sync run: every selected stream, in [`STREAMS`] order, through the
+//! [`Pipeline`] from the source that feeds it.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::catalog::{Schema, Selections};
+use crate::config::Config;
+use crate::error::Result;
+use crate::http::Client;
+use crate::pipeline::{Pipeline, Settings};
+use crate::singer::{CopyTarget, SingerWriter};
+use crate::source::data_export::DataExport;
+use crate::state::State;
+use crate::stream::{STREAMS, SourceKind};
+
+/// Syncs the selected streams, stopping at the first unrecoverable error.
+/// Needs the multi-threaded runtime (see [`Pipeline::run`]).
+pub(crate) async fn sync<W: Write + CopyTarget>(
+    config: Config,
+    mut state: State,
+    selections: Selections,
+    out: &mut SingerWriter<W>,
+) -> Result<()> {
+    let client = Arc::new(Client::new(&config)?);
+    let settings = Settings {
+        spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        progress_interval: config.progress_interval,
+    };
+    let none_selected = STREAMS.iter().all(|def| selections.get(def.name).is_none());
+    for def in STREAMS {
+        let Some(selection) = selections.get(def.name) else {
+            let then = if none_selected {
+                "nothing to sync"
+            } else {
+                "skipping it"
+            };
+            tracing::warn!(
+                "the catalog does not select the '{}' stream; {then}",
+                def.name
+            );
+            continue;
+        };
+        let schema = Schema::of(def);
+        let selection = selection.clone();
+        let settings = settings.clone();
+        match def.source {
+            SourceKind::DataExport => {
+                let source = DataExport::new(&config, Arc::clone(&client));
+                Pipeline::new(source, def, schema, selection, settings, &mut state, out)
+                    .run()
+                    .await?;
+            }
+        }
+    }
+    if none_selected {
+        out.state(state.to_value())?;
+    }
+    Ok(())
+}

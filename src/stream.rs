@@ -1,0 +1,125 @@
+//! The streams the tap offers, as data: adding a stream is one entry in
+//! [`STREAMS`] plus its `schemas/<name>.json`.
+
+/// How a stream is replicated, as the catalog declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicationMethod {
+    Incremental,
+    FullTable,
+}
+
+impl ReplicationMethod {
+    /// The Singer name of the method.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicationMethod::Incremental => "INCREMENTAL",
+            ReplicationMethod::FullTable => "FULL_TABLE",
+        }
+    }
+}
+
+/// Where a stream's records come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Data Export bundles (`/api/v1/export/list` and `/get`).
+    DataExport,
+}
+
+/// A key the tap derives for each record by hashing some of its fields.
+#[derive(Debug)]
+pub struct DerivedKey {
+    /// The field the key is written to (the stream's key property).
+    pub field: &'static str,
+    /// The fields hashed into the key, in hashing order.
+    pub identity: &'static [&'static str],
+}
+
+/// One stream.
+#[derive(Debug)]
+pub struct StreamDef {
+    pub name: &'static str,
+    /// The JSON schema, compiled in from `schemas/<name>.json`.
+    pub schema: &'static str,
+    pub key_properties: &'static [&'static str],
+    pub replication_method: ReplicationMethod,
+    /// The field bookmarks are measured against, if any.
+    pub replication_key: Option<&'static str>,
+    /// The record key the shaper derives.
+    pub derived_key: DerivedKey,
+    /// The declared object that holds every key the schema does not name.
+    pub extra_field: &'static str,
+    pub source: SourceKind,
+    pub selected_by_default: bool,
+}
+
+impl StreamDef {
+    /// Fields that are always synced whatever the catalog says.
+    pub fn is_automatic(&self, field: &str) -> bool {
+        self.key_properties.contains(&field) || self.replication_key == Some(field)
+    }
+}
+
+/// The per-event key the tap derives; the `events` stream's only key property.
+pub const KEY_FIELD: &str = "EventKey";
+/// The declared object that holds every key the events schema does not name.
+pub const EXTRA_FIELD: &str = "ExtraFields";
+/// The field `events` bookmarks are measured against.
+pub const REPLICATION_KEY: &str = "EventStart";
+
+/// The fields that identify an event, in the order they are hashed. They are
+/// the event's own coordinates (who, which session and page, when, what, on
+/// which target); fields that FullStory revises when a session settles
+/// (durations, counters, identity linkage such as `IndvId`) are left out so a
+/// re-downloaded bundle yields the same keys.
+pub const IDENTITY_FIELDS: &[&str] = &[
+    "UserId",
+    "SessionId",
+    "PageId",
+    "EventStart",
+    "EventType",
+    "EventSubType",
+    "EventCustomName",
+    "EventTargetSelectorTok",
+    "EventTargetText",
+    "EventPageOffset",
+    "EventVarFields",
+    "EventVarErrorKind",
+    "ReqUrl",
+    "ReqMethod",
+    "ReqStatus",
+    "EventWebSourceFileUrl",
+    "EventMobileSourceFile",
+];
+
+/// Every event from Data Export bundles.
+pub static EVENTS: StreamDef = StreamDef {
+    name: "events",
+    schema: include_str!("../schemas/events.json"),
+    key_properties: &[KEY_FIELD],
+    replication_method: ReplicationMethod::Incremental,
+    replication_key: Some(REPLICATION_KEY),
+    derived_key: DerivedKey {
+        field: KEY_FIELD,
+        identity: IDENTITY_FIELDS,
+    },
+    extra_field: EXTRA_FIELD,
+    source: SourceKind::DataExport,
+    selected_by_default: true,
+};
+
+/// Every stream the tap has, in catalog order.
+pub static STREAMS: &[&StreamDef] = &[&EVENTS];
+
+/// The stream called `name`.
+pub fn find(name: &str) -> Option<&'static StreamDef> {
+    STREAMS.iter().copied().find(|s| s.name == name)
+}
+
+/// The names of every stream, for messages.
+pub fn names() -> String {
+    STREAMS
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

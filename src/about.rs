@@ -6,20 +6,20 @@ use serde_json::{Map, Value, json};
 use crate::config::{ENV_PREFIX, Kind, SETTINGS};
 
 /// The capabilities the tap truly supports.
-pub const CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "properties"];
+pub(crate) const CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "properties"];
 
 const DESCRIPTION: &str = "Singer tap for FullStory Data Export bundles";
 
 /// Output formats of `--about`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum AboutFormat {
+pub(crate) enum AboutFormat {
     Text,
     Json,
     Markdown,
 }
 
 /// The about document in the requested format, ending with a newline.
-pub fn render(format: AboutFormat) -> String {
+pub(crate) fn render(format: AboutFormat) -> String {
     match format {
         AboutFormat::Json => {
             let mut text = serde_json::to_string_pretty(&about_json()).unwrap_or_default();
@@ -74,7 +74,7 @@ fn about_json() -> Value {
 }
 
 /// The settings table, as the README carries it.
-pub fn settings_table() -> String {
+pub(crate) fn settings_table() -> String {
     let mut out = String::from(
         "| Setting | Type | Required | Default | Description |\n|---|---|---|---|---|\n",
     );

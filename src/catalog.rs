@@ -115,7 +115,7 @@ impl Schema {
 }
 
 /// The catalog printed by `--discover`: every stream the tap has.
-pub fn catalog() -> Value {
+pub(crate) fn catalog() -> Value {
     let streams: Vec<Value> = STREAMS
         .iter()
         .map(|def| Schema::of(def).catalog_entry())
@@ -165,7 +165,8 @@ impl Selection {
 
     /// The selection of `schema`'s stream in a catalog file; no field when
     /// the catalog does not select the stream.
-    pub fn from_catalog_file(path: &Path, schema: &Schema) -> Result<Selection> {
+    #[cfg(test)]
+    pub(crate) fn from_catalog_file(path: &Path, schema: &Schema) -> Result<Selection> {
         Ok(Selections::from_catalog_file(path)?
             .get(schema.stream.name)
             .cloned()
@@ -177,14 +178,14 @@ impl Selection {
 
 /// What to sync: the selected streams, each with its selected fields.
 #[derive(Debug, Clone, Default)]
-pub struct Selections {
+pub(crate) struct Selections {
     streams: BTreeMap<&'static str, Selection>,
 }
 
 impl Selections {
     /// Every stream selected by default, with all its fields: the behaviour
     /// without a catalog.
-    pub fn all() -> Selections {
+    pub(crate) fn all() -> Selections {
         let streams = STREAMS
             .iter()
             .filter(|def| def.selected_by_default)
@@ -194,12 +195,12 @@ impl Selections {
     }
 
     /// The stream's selection, if the stream is selected.
-    pub fn get(&self, stream: &str) -> Option<&Selection> {
+    pub(crate) fn get(&self, stream: &str) -> Option<&Selection> {
         self.streams.get(stream)
     }
 
     /// Reads selection from a catalog file.
-    pub fn from_catalog_file(path: &Path) -> Result<Selections> {
+    pub(crate) fn from_catalog_file(path: &Path) -> Result<Selections> {
         let map = read_json_object(path, "catalog")?;
         Selections::from_catalog(&map)
             .map_err(|why| Error::Input(format!("catalog file '{}': {why}", path.display())))

@@ -16,35 +16,35 @@ use crate::state::State;
 /// Singer tap for FullStory Data Export bundles.
 #[derive(Debug, Parser)]
 #[command(name = "tap-fullstory", version, about, long_about = None)]
-pub struct Args {
+pub(crate) struct Args {
     /// Config file (JSON). Repeat to layer files, later keys winning; `ENV`
     /// reads TAP_FULLSTORY_<SETTING> variables instead of a file.
     #[arg(short, long, value_name = "FILE")]
-    pub config: Vec<PathBuf>,
+    pub(crate) config: Vec<PathBuf>,
 
     /// State file from a previous run (its last STATE message's value).
     #[arg(short, long, value_name = "FILE")]
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 
     /// Catalog file selecting streams and fields.
     #[arg(long, value_name = "FILE", conflicts_with = "properties")]
-    pub catalog: Option<PathBuf>,
+    pub(crate) catalog: Option<PathBuf>,
 
     /// Legacy name for --catalog.
     #[arg(short, long, value_name = "FILE")]
-    pub properties: Option<PathBuf>,
+    pub(crate) properties: Option<PathBuf>,
 
     /// Print the catalog and exit.
     #[arg(short, long)]
-    pub discover: bool,
+    pub(crate) discover: bool,
 
     /// Print what the tap is and the settings it takes, and exit.
     #[arg(long)]
-    pub about: bool,
+    pub(crate) about: bool,
 
     /// Format of --about.
     #[arg(long, value_enum, default_value_t = AboutFormat::Text, requires = "about")]
-    pub format: AboutFormat,
+    pub(crate) format: AboutFormat,
 }
 
 /// Parses the process arguments, runs, and returns the exit code.

@@ -13,7 +13,7 @@ use crate::time::parse_datetime;
 
 /// The value type of a setting, as `--about` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     String,
     DateTime,
     Integer,
@@ -22,7 +22,7 @@ pub enum Kind {
 
 impl Kind {
     /// JSON-schema style name of the type.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::String => "string",
             Kind::DateTime => "date-time",
@@ -34,13 +34,13 @@ impl Kind {
 
 /// One accepted setting.
 #[derive(Debug)]
-pub struct Setting {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub required: bool,
-    pub secret: bool,
-    pub default: Option<&'static str>,
-    pub description: &'static str,
+pub(crate) struct Setting {
+    pub(crate) name: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) required: bool,
+    pub(crate) secret: bool,
+    pub(crate) default: Option<&'static str>,
+    pub(crate) description: &'static str,
 }
 
 const fn setting(
@@ -60,7 +60,7 @@ const fn setting(
 }
 
 /// Every setting the tap reads, in the order documentation lists them.
-pub const SETTINGS: &[Setting] = &[
+pub(crate) const SETTINGS: &[Setting] = &[
     Setting {
         name: "api_key",
         kind: Kind::String,
@@ -153,11 +153,11 @@ pub const SETTINGS: &[Setting] = &[
 
 /// The API key. Its `Debug` form is masked so it cannot leak through logs.
 #[derive(Clone)]
-pub struct ApiKey(String);
+pub(crate) struct ApiKey(String);
 
 impl ApiKey {
     /// The key itself, for building the Authorization header only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -170,21 +170,21 @@ impl std::fmt::Debug for ApiKey {
 
 /// Validated settings for one run.
 #[derive(Debug, Clone)]
-pub struct Config {
-    pub api_key: ApiKey,
-    pub start_date: DateTime<Utc>,
-    pub end_date: Option<DateTime<Utc>>,
-    pub base_url: String,
-    pub user_agent: String,
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_retries: u32,
-    pub retry_base_delay: Duration,
-    pub retry_max_delay: Duration,
-    pub downloads_per_window: u32,
-    pub download_window: Duration,
-    pub progress_interval: Duration,
-    pub spool_dir: Option<PathBuf>,
+pub(crate) struct Config {
+    pub(crate) api_key: ApiKey,
+    pub(crate) start_date: DateTime<Utc>,
+    pub(crate) end_date: Option<DateTime<Utc>>,
+    pub(crate) base_url: String,
+    pub(crate) user_agent: String,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_base_delay: Duration,
+    pub(crate) retry_max_delay: Duration,
+    pub(crate) downloads_per_window: u32,
+    pub(crate) download_window: Duration,
+    pub(crate) progress_interval: Duration,
+    pub(crate) spool_dir: Option<PathBuf>,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -204,13 +204,13 @@ impl Source {
 }
 
 /// The word on the command line that stands for "read settings from the environment".
-pub const ENV_SOURCE: &str = "ENV";
+pub(crate) const ENV_SOURCE: &str = "ENV";
 /// Prefix of the environment variables that carry settings.
-pub const ENV_PREFIX: &str = "TAP_FULLSTORY_";
+pub(crate) const ENV_PREFIX: &str = "TAP_FULLSTORY_";
 
 /// Raw settings gathered from every source, later ones overriding earlier ones.
 #[derive(Debug, Default)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     values: Vec<(String, Value, Source)>,
 }
 
@@ -235,7 +235,7 @@ impl RawConfig {
     }
 
     /// Reads one JSON config file and layers it over what is already there.
-    pub fn add_file(&mut self, path: &Path) -> Result<()> {
+    pub(crate) fn add_file(&mut self, path: &Path) -> Result<()> {
         let object = read_json_object(path, "config")?;
         for (key, value) in object {
             self.set(key, value, Source::File(path.to_path_buf()));
@@ -244,7 +244,7 @@ impl RawConfig {
     }
 
     /// Layers every `TAP_FULLSTORY_<SETTING>` variable that is set and non-empty.
-    pub fn add_env(&mut self) {
+    pub(crate) fn add_env(&mut self) {
         for setting in SETTINGS {
             let var = format!("{ENV_PREFIX}{}", setting.name.to_uppercase());
             if let Ok(value) = std::env::var(&var)
@@ -260,7 +260,7 @@ impl RawConfig {
     }
 
     /// Checks every setting and produces the run's configuration.
-    pub fn validate(&self, now: DateTime<Utc>) -> Result<Config> {
+    pub(crate) fn validate(&self, now: DateTime<Utc>) -> Result<Config> {
         for (key, _, source) in &self.values {
             if !SETTINGS.iter().any(|s| s.name == key) {
                 tracing::warn!("{}: unknown setting, ignored", source.describe(key));
@@ -456,7 +456,7 @@ fn check_base_url(url: &str) -> std::result::Result<String, String> {
 }
 
 /// Reads a file that must hold one JSON object; `what` names it in errors.
-pub fn read_json_object(path: &Path, what: &'static str) -> Result<Map<String, Value>> {
+pub(crate) fn read_json_object(path: &Path, what: &'static str) -> Result<Map<String, Value>> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|source| Error::InputRead {
         what,
@@ -483,7 +483,7 @@ pub fn read_json_object(path: &Path, what: &'static str) -> Result<Map<String, V
 }
 
 /// The JSON type name of a value, for messages.
-pub fn json_kind(value: &Value) -> &'static str {
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",

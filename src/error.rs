@@ -8,7 +8,7 @@ use std::io;
 /// wrong and, where it can, what to do about it. Underlying errors are kept
 /// as sources rather than flattened into text.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The command line, a config, state or catalog file is unusable.
     #[error("{0}")]
     Input(String),
@@ -74,7 +74,7 @@ pub enum Error {
 
 /// The signals the tap stops on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
+pub(crate) enum Signal {
     Int,
     Term,
 }
@@ -89,15 +89,15 @@ impl fmt::Display for Signal {
 }
 
 /// Exit code for bad command line, config, state or catalog.
-pub const EXIT_INPUT: i32 = 2;
+pub(crate) const EXIT_INPUT: i32 = 2;
 /// Exit code for failures while syncing (API, network, bundle data, spool).
-pub const EXIT_RUNTIME: i32 = 1;
+pub(crate) const EXIT_RUNTIME: i32 = 1;
 /// Exit code when the target stopped reading stdout.
-pub const EXIT_OUTPUT_CLOSED: i32 = 3;
+pub(crate) const EXIT_OUTPUT_CLOSED: i32 = 3;
 
 impl Error {
     /// The process exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub(crate) fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) | Error::InputRead { .. } | Error::InputJson { .. } => EXIT_INPUT,
             Error::Api(_)
@@ -113,7 +113,7 @@ impl Error {
     }
 
     /// Maps an error from writing stdout, recognising a closed pipe.
-    pub fn from_output(err: io::Error) -> Error {
+    pub(crate) fn from_output(err: io::Error) -> Error {
         if err.kind() == io::ErrorKind::BrokenPipe {
             Error::OutputClosed
         } else {
@@ -133,7 +133,7 @@ impl Error {
 
 /// An error with its causes, on one line; a cause whose text the message
 /// already holds is not repeated.
-pub fn one_line(err: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
@@ -148,7 +148,7 @@ pub fn one_line(err: &dyn std::error::Error) -> String {
 }
 
 /// Shorthand used across the crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {

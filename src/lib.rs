@@ -10,19 +10,19 @@
 //! codes. [`demo`] is a FullStory-compatible export server for demos, tests
 //! and benchmarks.
 
-pub mod about;
+pub(crate) mod about;
 pub mod bundle;
 pub mod catalog;
 pub mod cli;
-pub mod config;
+pub(crate) mod config;
 pub mod demo;
-pub mod error;
+pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod pipeline;
 pub mod record;
 pub(crate) mod run;
-pub mod singer;
+pub(crate) mod singer;
 pub(crate) mod source;
-pub mod state;
+pub(crate) mod state;
 pub mod stream;
 pub mod time;

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 const OUT_BUF: usize = 256 * 1024;
 
 /// Writes Singer messages, one JSON object per line, through one buffer.
-pub struct SingerWriter<W: Write> {
+pub(crate) struct SingerWriter<W: Write> {
     out: BufWriter<W>,
 }
 
@@ -19,7 +19,7 @@ impl SingerWriter<File> {
     /// A writer on this process's stdout. It works on a duplicate of the file
     /// descriptor so that copying a spool file can use the kernel's
     /// file-to-file copy, and so no line buffering gets in the way.
-    pub fn stdout() -> Result<SingerWriter<File>> {
+    pub(crate) fn stdout() -> Result<SingerWriter<File>> {
         let fd = io::stdout()
             .as_fd()
             .try_clone_to_owned()
@@ -30,14 +30,14 @@ impl SingerWriter<File> {
 
 impl<W: Write> SingerWriter<W> {
     /// A writer over any sink (tests use a `Vec<u8>`).
-    pub fn new(inner: W) -> SingerWriter<W> {
+    pub(crate) fn new(inner: W) -> SingerWriter<W> {
         SingerWriter {
             out: BufWriter::with_capacity(OUT_BUF, inner),
         }
     }
 
     /// Writes a SCHEMA message.
-    pub fn schema(
+    pub(crate) fn schema(
         &mut self,
         stream: &str,
         schema: Value,
@@ -54,7 +54,7 @@ impl<W: Write> SingerWriter<W> {
     }
 
     /// Writes a STATE message and flushes, so the target sees it now.
-    pub fn state(&mut self, value: Value) -> Result<()> {
+    pub(crate) fn state(&mut self, value: Value) -> Result<()> {
         self.message(&json!({"type": "STATE", "value": value}))?;
         self.flush()
     }
@@ -66,7 +66,7 @@ impl<W: Write> SingerWriter<W> {
     }
 
     /// Copies already-formed message lines (a spooled bundle) to the output.
-    pub fn copy_spool(&mut self, spool: &mut File) -> Result<u64>
+    pub(crate) fn copy_spool(&mut self, spool: &mut File) -> Result<u64>
     where
         W: CopyTarget,
     {
@@ -78,12 +78,13 @@ impl<W: Write> SingerWriter<W> {
     }
 
     /// Pushes everything buffered to the sink.
-    pub fn flush(&mut self) -> Result<()> {
+    pub(crate) fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(Error::from_output)
     }
 
     /// The sink, for tests.
-    pub fn into_inner(self) -> Result<W> {
+    #[cfg(test)]
+    pub(crate) fn into_inner(self) -> Result<W> {
         self.out
             .into_inner()
             .map_err(|e| Error::from_output(e.into_error()))
@@ -92,7 +93,7 @@ impl<W: Write> SingerWriter<W> {
 
 /// A sink a spool file can be copied into, telling read errors (the spool)
 /// from write errors (the target).
-pub trait CopyTarget {
+pub(crate) trait CopyTarget {
     /// Copies all of `spool` from its current position.
     fn copy_from(&mut self, spool: &mut File) -> Result<u64>;
 }

@@ -15,7 +15,7 @@ use crate::stream::{STREAMS, SourceKind, StreamDef};
 
 /// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bookmark {
+pub(crate) enum Bookmark {
     /// Data Export bundles: `{"replication_key", "bundle_stop", "bundle_id"}`.
     Bundle(BundleBookmark),
 }
@@ -23,20 +23,20 @@ pub enum Bookmark {
 /// How far a bundle stream has got: every bundle ending at or before `stop`
 /// is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleBookmark {
+pub(crate) struct BundleBookmark {
     /// End of the last bundle whose records were all written.
-    pub stop: DateTime<Utc>,
+    pub(crate) stop: DateTime<Utc>,
     /// Id of that bundle, when known (the Python tap did not record it).
-    pub bundle_id: Option<String>,
+    pub(crate) bundle_id: Option<String>,
 }
 
 /// The state document: the bookmarks of the tap's streams plus whatever else
 /// the input state held, which is passed through untouched.
 #[derive(Debug, Clone, Default)]
-pub struct State {
+pub(crate) struct State {
     other: Map<String, Value>,
     /// In [`STREAMS`] order, which is the order they are written in.
-    bookmarks: Vec<(&'static str, Bookmark)>,
+    bookmarks: Vec<(&'static StreamDef, Bookmark)>,
 }
 
 impl State {
@@ -44,7 +44,7 @@ impl State {
     /// `{"bookmarks": {"events": {"bundle_stop": .., "bundle_id": ..}}}` and the
     /// Python tap-fullstory 1.x form `{"events": "<date-time>"}`; when both are
     /// present the later instant wins.
-    pub fn load(path: &Path) -> Result<State> {
+    pub(crate) fn load(path: &Path) -> Result<State> {
         let map = read_json_object(path, "state")?;
         State::from_map(map)
             .map_err(|why| Error::Input(format!("state file '{}': {why}", path.display())))
@@ -60,7 +60,7 @@ impl State {
         let mut bookmarks = Vec::new();
         for stream in STREAMS {
             if let Some(bookmark) = read_bookmark(&mut map, stream)? {
-                bookmarks.push((stream.name, bookmark));
+                bookmarks.push((*stream, bookmark));
             }
         }
         Ok(State {
@@ -70,31 +70,31 @@ impl State {
     }
 
     /// The stream's bookmark, if the state has one.
-    pub fn bookmark(&self, stream: &StreamDef) -> Option<&Bookmark> {
+    pub(crate) fn bookmark(&self, stream: &StreamDef) -> Option<&Bookmark> {
         self.bookmarks
             .iter()
-            .find(|(name, _)| *name == stream.name)
+            .find(|(def, _)| def.name == stream.name)
             .map(|(_, b)| b)
     }
 
     /// Moves the stream's bookmark past a committed unit.
-    pub fn advance(&mut self, stream: &'static StreamDef, bookmark: Bookmark) {
+    pub(crate) fn advance(&mut self, stream: &'static StreamDef, bookmark: Bookmark) {
         match self
             .bookmarks
             .iter_mut()
-            .find(|(name, _)| *name == stream.name)
+            .find(|(def, _)| def.name == stream.name)
         {
             Some((_, b)) => *b = bookmark,
             None => {
-                self.bookmarks.push((stream.name, bookmark));
-                let order = |name: &str| STREAMS.iter().position(|s| s.name == name);
-                self.bookmarks.sort_by_key(|(name, _)| order(name));
+                self.bookmarks.push((stream, bookmark));
+                let order = |def: &StreamDef| STREAMS.iter().position(|s| s.name == def.name);
+                self.bookmarks.sort_by_key(|(def, _)| order(def));
             }
         }
     }
 
     /// The value of a STATE message.
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         let mut out = self.other.clone();
         let bookmarks = out
             .entry("bookmarks")
@@ -103,8 +103,8 @@ impl State {
             *bookmarks = Value::Object(Map::new());
         }
         if let Value::Object(map) = bookmarks {
-            for (name, bookmark) in &self.bookmarks {
-                map.insert(name.to_string(), bookmark.to_value());
+            for (stream, bookmark) in &self.bookmarks {
+                map.insert(stream.name.to_string(), bookmark.to_value(stream));
             }
         }
         out.entry("currently_syncing").or_insert(Value::Null);
@@ -114,11 +114,11 @@ impl State {
 
 impl Bookmark {
     /// The stream's entry under `bookmarks`.
-    fn to_value(&self) -> Value {
+    fn to_value(&self, stream: &StreamDef) -> Value {
         match self {
             Bookmark::Bundle(b) => {
                 let mut entry = json!({
-                    "replication_key": "EventStart",
+                    "replication_key": stream.replication_key,
                     "bundle_stop": format_rfc3339(b.stop),
                 });
                 if let Some(id) = &b.bundle_id {

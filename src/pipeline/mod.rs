@@ -47,9 +47,9 @@ use spool::{ChannelReader, SpoolError, create_spool, spool_unit};
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub units: u64,
-    pub events: u64,
+pub(crate) struct Summary {
+    pub(crate) units: u64,
+    pub(crate) events: u64,
 }
 
 /// Settings the loop itself needs.

@@ -7,19 +7,26 @@
 //! a unit is written only after every one of its records, and no record of a
 //! unit is written before the unit has been verified complete.
 //!
-//! Concurrency, for one stream:
+//! Concurrency, on the CLI's two-worker multi-threaded runtime:
 //!
 //! ```text
-//!  run() (on the runtime)        fetch task × (1 + LOOKAHEAD)       blocking thread per fetch
-//!  ─────────────────────         ──────────────────────────         ─────────────────────────
-//!  units(bookmark) ──┐           pace, open, body.chunk() ──mpsc(4)──▶ ChannelReader → read
-//!  spawn fetches ────┼─────────▶ … retried from scratch on a fault     → shape → spool file
-//!  await the oldest ◀┼────────── Spooled (file verified complete) ◀──── stats or error
-//!  block_in_place: copy spool → stdout, then STATE; next unit
+//! main thread, block_on(select!)
+//! ├─ signal (SIGINT/SIGTERM) ─┐
+//! ├─ stdout closed ◀──────────┼─ oneshot ── "stdout-watch" thread: poll(stdout)
+//! └─ Pipeline::run            │  (first to finish ends the run)
+//!    │  units(bookmark) once, then per unit in order:
+//!    │  spawn up to 1 + LOOKAHEAD fetch tasks ──▶ fetch task: pace, open,
+//!    │                                            body.chunk() ──mpsc(4)──▶
+//!    │                                            blocking thread: ChannelReader
+//!    │                                            → read → shape → spool file
+//!    │  await the oldest task ◀── Spooled (verified) or error; faults retry
+//!    │                            the whole unit inside its task
+//!    └─ block_in_place: copy spool → stdout, then STATE
+//! watchdog task: after a signal, exits if output does not drain in time
 //! ```
 //!
-//! The download of the next unit overlaps the shaping and output of the
-//! current one; stdout is written only by `run`, in unit order.
+//! Only `run` writes stdout, in unit order; a dropped [`FetchTask`] aborts
+//! its fetch, and spool files vanish with their handles.
 
 pub(crate) mod progress;
 pub(crate) mod spool;

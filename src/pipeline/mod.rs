@@ -165,17 +165,28 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
                 break;
             };
             let id = fetcher.source.id(unit);
-            let mut spooled = (&mut task.0)
-                .await
-                .map_err(|e| Error::Unit(format!("{noun} {id}: the fetch task failed: {e}")))??;
-            let bookmark = fetcher.source.bookmark_after(unit)?;
-            // Records, then the STATE that covers them, in one uninterrupted
-            // step. block_in_place needs the multi-threaded runtime.
-            tokio::task::block_in_place(|| -> Result<()> {
-                self.out.copy_spool(&mut spooled.file)?;
-                self.state.advance(stream, bookmark);
-                self.out.state(self.state.to_value())
-            })?;
+            let committed = async {
+                let mut spooled = (&mut task.0).await.map_err(|e| {
+                    Error::Unit(format!("{noun} {id}: the fetch task failed: {e}"))
+                })??;
+                let bookmark = fetcher.source.bookmark_after(unit)?;
+                // Records, then the STATE that covers them, in one uninterrupted
+                // step. block_in_place needs the multi-threaded runtime.
+                tokio::task::block_in_place(|| -> Result<()> {
+                    self.out.copy_spool(&mut spooled.file)?;
+                    self.state.advance(stream, bookmark);
+                    self.out.state(self.state.to_value())
+                })?;
+                Ok::<_, Error>(spooled)
+            }
+            .await;
+            let spooled = match committed {
+                Ok(spooled) => spooled,
+                Err(e) => {
+                    stop(ahead).await;
+                    return Err(e);
+                }
+            };
             summary.units += 1;
             summary.events += spooled.events;
             metric_records(stream.name, spooled.events);
@@ -199,6 +210,15 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             human_bytes(peak_rss())
         );
         Ok(summary)
+    }
+}
+
+/// Stops the fetches still running, so nothing they would log comes after
+/// the error that ends the run.
+async fn stop(ahead: VecDeque<FetchTask>) {
+    for mut task in ahead {
+        task.0.abort();
+        let _ = (&mut task.0).await;
     }
 }
 

@@ -1,13 +1,14 @@
 //! Micro-benchmarks of the two hot stages: the bundle reader (gunzip and split
-//! the array) and record shaping (event in, RECORD line out).
+//! the array; the same events as NDJSON for comparison) and record shaping
+//! (event in, RECORD line out).
 //!
 //!     cargo bench --bench pipeline
 
 use divan::Bencher;
 use divan::counter::BytesCount;
-use tap_fullstory::bundle::read_events;
 use tap_fullstory::catalog::{Schema, Selection};
 use tap_fullstory::demo::{gzip, synthetic_events};
+use tap_fullstory::read::{Format, read_events, read_events_as};
 use tap_fullstory::record::Shaper;
 
 const EVENTS: usize = 20_000;
@@ -41,6 +42,36 @@ fn read_gzip(bencher: Bencher) {
     bencher
         .counter(BytesCount::new(json.len()))
         .bench(|| read_events(body.as_slice(), |_| Ok::<_, ()>(())).unwrap());
+}
+
+/// The same events as NDJSON, one per line.
+fn sample_ndjson() -> Vec<u8> {
+    let json = sample();
+    let mut lines = Vec::with_capacity(json.len());
+    read_events(json.as_slice(), |e| {
+        lines.extend_from_slice(e);
+        lines.push(b'\n');
+        Ok::<_, ()>(())
+    })
+    .unwrap();
+    lines
+}
+
+#[divan::bench]
+fn read_ndjson_plain(bencher: Bencher) {
+    let lines = sample_ndjson();
+    bencher
+        .counter(BytesCount::new(lines.len()))
+        .bench(|| read_events_as(lines.as_slice(), Format::Ndjson, |_| Ok::<_, ()>(())).unwrap());
+}
+
+#[divan::bench]
+fn read_ndjson_gzip(bencher: Bencher) {
+    let lines = sample_ndjson();
+    let body = gzip(&lines);
+    bencher
+        .counter(BytesCount::new(lines.len()))
+        .bench(|| read_events_as(body.as_slice(), Format::Ndjson, |_| Ok::<_, ()>(())).unwrap());
 }
 
 #[divan::bench]

@@ -5,13 +5,12 @@
 //! [`stream`]) → `run` (each selected stream from its source) → `pipeline`
 //! (the exactly-once loop: fetch ahead, spool, verify, commit) driving a
 //! `source` (Data Export bundles, over `http` with retry and pacing) →
-//! [`bundle`] (gunzip and split the JSON array) → [`record`] (selection,
-//! key, extra fields) → [`singer`] (stdout). [`error`] maps failures to exit
-//! codes. [`demo`] is a FullStory-compatible export server for demos, tests
-//! and benchmarks.
+//! [`read`] (gunzip, split the JSON array or NDJSON into events) →
+//! [`record`] (selection, key, extra fields) → [`singer`] (stdout). [`error`]
+//! maps failures to exit codes. [`demo`] is a FullStory-compatible export
+//! server for demos, tests and benchmarks.
 
 pub(crate) mod about;
-pub mod bundle;
 pub mod catalog;
 pub mod cli;
 pub(crate) mod config;
@@ -19,6 +18,7 @@ pub mod demo;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod pipeline;
+pub mod read;
 pub mod record;
 pub(crate) mod run;
 pub(crate) mod singer;

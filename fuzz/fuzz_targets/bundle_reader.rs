@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tap_fullstory::bundle::read_events;
+use tap_fullstory::read::read_events;
 use tap_fullstory::catalog::{Schema, Selection};
 use tap_fullstory::record::Shaper;
 

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::bundle::{ReadError, ReadStats, read_events};
 use crate::catalog::{Schema, Selection};
+use crate::read::{ReadError, ReadStats, read_events};
 use crate::record::{ShapeError, Shaper};
 use crate::source::Format;
 

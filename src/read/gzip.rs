@@ -1,0 +1,187 @@
+//! Gzip sniffing, and inflating on a thread of its own that hands big blocks to the splitter.
+//!
+//! The body decides, not its headers: a body starting with the gzip magic
+//! bytes `1f 8b` is inflated (every member, each one's CRC and length
+//! checked), anything else is read as it is. FullStory sends one gzip layer;
+//! a proxy applying `Content-Encoding: gzip` on top would make two.
+
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::sync::mpsc;
+use std::thread::Scope;
+
+use flate2::bufread::MultiGzDecoder;
+
+/// Read buffer size on both sides of the decompressor. serde and the splitter
+/// are fast; small reads from the inflater are what would slow them down.
+const BUF_SIZE: usize = 256 * 1024;
+
+/// How many gzip layers to peel.
+const MAX_GZIP_LAYERS: usize = 2;
+
+/// Size of the blocks of decompressed JSON handed from the inflating thread.
+const BLOCK_SIZE: usize = 256 * 1024;
+/// Blocks queued between the threads; with the two in use this bounds memory.
+const BLOCKS_IN_FLIGHT: usize = 4;
+
+type Block = io::Result<(Vec<u8>, usize)>;
+
+/// The inflating side: fills blocks and sends them on, then an error or the
+/// end (by hanging up).
+fn inflate<R: Read>(input: R, blocks: mpsc::SyncSender<Block>, recycled: mpsc::Receiver<Vec<u8>>) {
+    let mut reader = match open(input) {
+        Ok(reader) => reader,
+        Err(e) => {
+            let _ = blocks.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let mut block = recycled.try_recv().unwrap_or_else(|_| vec![0; BLOCK_SIZE]);
+        let mut len = 0;
+        while len < block.len() {
+            match reader.read(&mut block[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if len > 0 {
+                        let _ = blocks.send(Ok((block, len)));
+                    }
+                    let _ = blocks.send(Err(e));
+                    return;
+                }
+            }
+        }
+        if len == 0 || blocks.send(Ok((block, len))).is_err() {
+            return;
+        }
+    }
+}
+
+/// The parsing side's view of the blocks, as a `BufRead`.
+pub(super) struct BlockReader {
+    rx: mpsc::Receiver<Block>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    block: Vec<u8>,
+    len: usize,
+    pos: usize,
+}
+
+impl BlockReader {
+    /// Starts inflating `input` on a thread in `scope` and returns the
+    /// receiving end.
+    pub(super) fn spawn<'scope, R>(scope: &'scope Scope<'scope, '_>, input: R) -> BlockReader
+    where
+        R: Read + Send + 'scope,
+    {
+        let (blocks, rx) = mpsc::sync_channel(BLOCKS_IN_FLIGHT);
+        let (recycle, recycled) = mpsc::channel();
+        scope.spawn(move || inflate(input, blocks, recycled));
+        BlockReader {
+            rx,
+            recycle,
+            block: Vec::new(),
+            len: 0,
+            pos: 0,
+        }
+    }
+}
+
+impl Read for BlockReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let buf = self.fill_buf()?;
+        let n = buf.len().min(out.len());
+        out[..n].copy_from_slice(&buf[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for BlockReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.len {
+            match self.rx.recv() {
+                Ok(Ok((block, len))) => {
+                    let done = std::mem::replace(&mut self.block, block);
+                    if !done.is_empty() {
+                        let _ = self.recycle.send(done);
+                    }
+                    self.len = len;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(mpsc::RecvError) => return Ok(&[]),
+            }
+        }
+        Ok(&self.block[self.pos..self.len])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.len);
+    }
+}
+
+/// Looks at the first bytes and stacks decompressors as needed.
+fn open<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn BufRead + 'a>> {
+    let mut reader: Box<dyn BufRead + 'a> = Box::new(BufReader::with_capacity(BUF_SIZE, input));
+    for _ in 0..MAX_GZIP_LAYERS {
+        let (magic, rest) = peek2(reader)?;
+        if magic.get_ref().starts_with(&[0x1f, 0x8b]) {
+            let gz = MultiGzDecoder::new(magic.chain(rest));
+            reader = Box::new(BufReader::with_capacity(BUF_SIZE, gz));
+        } else {
+            return Ok(Box::new(magic.chain(rest)));
+        }
+    }
+    Ok(reader)
+}
+
+/// Reads up to two bytes, however the body was chunked, and hands them back
+/// in front of the rest.
+fn peek2<R: Read>(mut reader: R) -> io::Result<(Cursor<Vec<u8>>, R)> {
+    let mut head = Vec::with_capacity(2);
+    while head.len() < 2 {
+        let mut byte = [0u8; 2];
+        let want = 2 - head.len();
+        match reader.read(&mut byte[..want]) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&byte[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((Cursor::new(head), reader))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::{SAMPLE, collect, gzip};
+
+    #[test]
+    fn reads_several_gzip_members_and_double_gzip() {
+        let (a, b) = SAMPLE.as_bytes().split_at(20);
+        let mut body = gzip(a);
+        body.extend(gzip(b));
+        assert_eq!(collect(&body, 5).unwrap().len(), 3);
+        assert_eq!(
+            collect(&gzip(&gzip(SAMPLE.as_bytes())), 5).unwrap().len(),
+            3
+        );
+    }
+
+    #[test]
+    fn bad_crc_and_trailing_data_are_errors() {
+        let mut gz = gzip(SAMPLE.as_bytes());
+        let n = gz.len();
+        gz[n - 8] ^= 0xff;
+        assert!(collect(&gz, 100).is_err());
+        assert!(
+            collect(b"[{}] x", 100)
+                .unwrap_err()
+                .contains("after the closing")
+        );
+        let mut trailing = gzip(SAMPLE.as_bytes());
+        trailing.extend_from_slice(b"garbage");
+        assert!(collect(&trailing, 100).is_err());
+    }
+}

@@ -623,11 +623,14 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
     // Keep stdout open but never read it: the tap blocks once the pipe is full.
     let _stdout = child.stdout.take().unwrap();
     let started = Instant::now();
-    while srv.get_count(&specs[1].id) == 0 && started.elapsed() < Duration::from_secs(10) {
+    let pid = child.id() as i32;
+    // Wait until the tap is really blocked writing into the full pipe; on a
+    // busy machine a fixed sleep may end before the first bundle goes out.
+    while !blocked_on_pipe(pid) && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    let pid = child.id() as i32;
+    assert!(blocked_on_pipe(pid), "the tap never blocked on its stdout");
+    assert!(srv.get_count(&specs[0].id) > 0);
     unsafe { libc::kill(pid, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -643,4 +646,14 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
         second.elapsed()
     );
     assert_eq!(status.code(), Some(143));
+}
+
+/// Whether a thread of process `pid` sleeps in a write to a pipe.
+fn blocked_on_pipe(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write"))
+    })
 }

@@ -6,8 +6,8 @@
 
 use divan::Bencher;
 use divan::counter::BytesCount;
+use fullstory_demo::{gzip, synthetic_events};
 use tap_fullstory::catalog::{Schema, Selection};
-use tap_fullstory::demo::{gzip, synthetic_events};
 use tap_fullstory::read::{Format, read_events, read_events_as};
 use tap_fullstory::record::Shaper;
 

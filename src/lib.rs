@@ -7,14 +7,13 @@
 //! `source` (Data Export bundles, over `http` with retry and pacing) →
 //! [`read`] (gunzip, split the JSON array or NDJSON into events) →
 //! [`record`] (selection, key, extra fields) → [`singer`] (stdout). [`error`]
-//! maps failures to exit codes. [`demo`] is a FullStory-compatible export
-//! server for demos, tests and benchmarks.
+//! maps failures to exit codes. The FullStory-compatible export server used
+//! for demos, tests and benchmarks is the `fullstory-demo` crate.
 
 pub(crate) mod about;
 pub mod catalog;
 pub mod cli;
 pub(crate) mod config;
-pub mod demo;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod pipeline;

@@ -7,9 +7,9 @@ mod support;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use fullstory_demo::{BundleSpec, Encoding, Fault, Route};
 use serde_json::{Value, json};
 use support::*;
-use tap_fullstory::demo::{BundleSpec, Encoding, Fault, Route};
 
 #[test]
 fn discover_prints_a_catalog_with_metadata() {
@@ -506,7 +506,7 @@ fn a_long_download_reports_progress_with_an_eta() {
 
 #[test]
 fn string_bundle_ids_are_kept_as_text() {
-    let json = tap_fullstory::demo::synthetic_events(3, T0, T0 + DAY, 4);
+    let json = fullstory_demo::synthetic_events(3, T0, T0 + DAY, 4);
     let spec =
         BundleSpec::from_events_json("exp 2024/01/01", T0, T0 + DAY, json, 4, Encoding::GzipFile);
     let srv = server(vec![spec]);

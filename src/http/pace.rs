@@ -1,8 +1,8 @@
 //! Pacing requests to a rate limit: a sliding window per endpoint.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use sliding_window::SlidingWindow;
 use tokio::sync::Mutex;
 
 /// Paces one endpoint's requests, shared by the tasks that make them.
@@ -49,54 +49,30 @@ impl Pace {
 /// A sliding-window limit: at most `limit` starts in any `window`.
 #[derive(Debug)]
 pub(crate) struct Pacer {
-    limit: usize,
-    window: Duration,
-    starts: VecDeque<Instant>,
+    window: SlidingWindow,
 }
 
 impl Pacer {
     /// A pacer allowing `limit` starts per `window`; a zero window never waits.
     pub(crate) fn new(limit: u32, window: Duration) -> Pacer {
         Pacer {
-            limit: limit.max(1) as usize,
-            window,
-            starts: VecDeque::new(),
+            window: SlidingWindow::new(limit.max(1) as usize, window),
         }
     }
 
     /// Records a start at `now` and returns `None`, or returns how long to
     /// wait before one is allowed.
     pub(crate) fn try_start(&mut self, now: Instant) -> Option<Duration> {
-        if self.window.is_zero() {
+        if self.window.window().is_zero() {
             return None;
         }
-        while let Some(&first) = self.starts.front() {
-            if now.duration_since(first) >= self.window {
-                self.starts.pop_front();
-            } else {
-                break;
-            }
-        }
-        if self.starts.len() < self.limit {
-            self.starts.push_back(now);
-            return None;
-        }
-        let oldest = self.starts.front().copied()?;
-        Some((oldest + self.window).saturating_duration_since(now))
+        self.window.try_admit(now).err()
     }
 
     /// Pushes every recorded start back so none is allowed before `until`;
     /// used after a 429, when the server's clock is what counts.
     pub(crate) fn hold_until(&mut self, until: Instant) {
-        let shift = until.checked_sub(self.window).unwrap_or(until);
-        for start in &mut self.starts {
-            if *start < shift {
-                *start = shift;
-            }
-        }
-        while self.starts.len() < self.limit {
-            self.starts.push_back(shift);
-        }
+        self.window.hold_until(until);
     }
 }
 

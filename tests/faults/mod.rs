@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
+use fullstory_demo::{BundleSpec, Encoding, Fault, Route, Server, ServerOptions, gzip};
 use serde_json::{Value, json};
-use tap_fullstory::demo::{BundleSpec, Encoding, Fault, Route, Server, ServerOptions, gzip};
 
 use crate::support::*;
 
@@ -247,7 +247,7 @@ fn gzip_with_a_bad_crc_is_retried() {
 #[test]
 fn gzip_of_a_truncated_json_array_is_retried() {
     retried_once(|_| {
-        let json = tap_fullstory::demo::synthetic_events(1, T0, T0 + DAY, 30);
+        let json = fullstory_demo::synthetic_events(1, T0, T0 + DAY, 30);
         gzip_body(gzip(&json[..json.len() - 40]))
     });
 }
@@ -260,7 +260,7 @@ fn zero_byte_body_is_retried() {
 #[test]
 fn plain_json_body_cut_short_is_retried() {
     retried_once(|_| {
-        let json = tap_fullstory::demo::synthetic_events(1, T0, T0 + DAY, 30);
+        let json = fullstory_demo::synthetic_events(1, T0, T0 + DAY, 30);
         Fault::Body {
             content_type: "application/json".into(),
             body: json[..json.len() / 2].to_vec(),

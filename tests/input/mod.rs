@@ -1,8 +1,8 @@
 //! Bad input: every case exits 2 with one line naming the file (and key), and
 //! writes nothing to stdout. Plus the checks on secrets.
 
+use fullstory_demo::Encoding;
 use serde_json::{Value, json};
-use tap_fullstory::demo::Encoding;
 
 use crate::support::*;
 

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use fullstory_demo::{BundleSpec, Encoding, Server, ServerOptions, synthetic_bundles};
 use serde_json::{Value, json};
-use tap_fullstory::demo::{BundleSpec, Encoding, Server, ServerOptions, synthetic_bundles};
 
 /// The key the test servers expect; every test checks it never leaks.
 pub const KEY: &str = "sEcReT-kEy-0123456789";

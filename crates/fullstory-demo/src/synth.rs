@@ -14,6 +14,7 @@ use chrono::DateTime;
 use fastrand::Rng;
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::{BundleSpec, Encoding};
 
@@ -175,18 +176,18 @@ fn timestamp(ms: i64) -> String {
         .to_string()
 }
 
+/// What `EventTargetSelectorTok` keeps unescaped: RFC 3986 unreserved
+/// characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encode everything but RFC 3986 unreserved characters, as in
 /// `EventTargetSelectorTok`.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+pub(super) fn percent_encode(s: &str) -> String {
+    utf8_percent_encode(s, UNRESERVED).to_string()
 }
 
 /// Append `s` as a JSON string. Quotes, backslashes and control characters

@@ -123,35 +123,13 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match bytes.get(i + 1..i + 3) {
-                Some(&[h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                    out.push(hex_val(h) << 4 | hex_val(l));
-                    i += 3;
-                    continue;
-                }
-                // A stray '%' is kept literally.
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_val(c: u8) -> u8 {
-    match c {
-        b'0'..=b'9' => c - b'0',
-        b'a'..=b'f' => c - b'a' + 10,
-        _ => c - b'A' + 10,
-    }
+/// `+` is a space (form encoding); `%XX` is a byte; a stray `%` stays as is;
+/// bytes that are not UTF-8 become U+FFFD.
+pub(super) fn percent_decode(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 pub(super) fn reason(status: u16) -> &'static str {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
-use tap_fullstory::demo::{Encoding, Server, ServerOptions, synthetic_bundles};
+use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve synthetic FullStory Data Export bundles on 127.0.0.1")]

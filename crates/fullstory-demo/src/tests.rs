@@ -1,3 +1,5 @@
+//! Tests of the demo server: wire format, faults, rate limit and synthetic data.
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -5,7 +7,8 @@ use std::time::{Duration, Instant};
 use flate2::read::GzDecoder;
 use serde_json::Value;
 
-use super::synth::{ID_MAX, escape_into};
+use super::http::percent_decode;
+use super::synth::{ID_MAX, escape_into, percent_encode};
 use super::*;
 
 const KEY: &str = "test-key";
@@ -500,6 +503,28 @@ fn escapes_round_trip() {
         assert_eq!(back, s);
         assert_eq!(out.is_ascii(), ascii);
     }
+}
+
+#[test]
+fn percent_encoding_keeps_only_unreserved_bytes() {
+    let all: String = (0u8..0x80).map(char::from).chain("é中🎉".chars()).collect();
+    let mut want = String::new();
+    for b in all.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            want.push(char::from(b));
+        } else {
+            want.push_str(&format!("%{b:02X}"));
+        }
+    }
+    assert_eq!(percent_encode(&all), want);
+    assert_eq!(percent_decode(&want), all);
+}
+
+#[test]
+fn percent_decoding_is_lenient() {
+    assert_eq!(percent_decode("a+b%2B%2b%zz%4"), "a b++%zz%4");
+    assert_eq!(percent_decode("%+1%"), "% 1%");
+    assert_eq!(percent_decode("%C3%A9%ff"), "é\u{FFFD}");
 }
 
 #[test]

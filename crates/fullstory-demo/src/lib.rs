@@ -8,7 +8,7 @@
 //! control exactly which bytes go on the wire.
 //!
 //! ```no_run
-//! use tap_fullstory::demo::{Encoding, Server, ServerOptions, synthetic_bundles};
+//! use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles};
 //! let server = Server::start(ServerOptions {
 //!     bundles: synthetic_bundles(3, 50, 1_704_067_200, 86_400, 1, Encoding::GzipFile),
 //!     ..ServerOptions::default()
@@ -32,6 +32,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use http::{ReadOutcome, Request};
+use sliding_window::SlidingWindow;
 pub use synth::{gzip, synthetic_bundles, synthetic_events};
 
 /// How long we wait for a client to send its request head.
@@ -210,7 +211,6 @@ struct Shared {
     by_stop: Vec<usize>,
     by_id: HashMap<String, usize>,
     page_size: usize,
-    rate_limit: Option<(usize, Duration)>,
     state: Mutex<State>,
 }
 
@@ -220,8 +220,8 @@ struct State {
     list_override: Option<Vec<u8>>,
     requests: Vec<RequestRecord>,
     get_counts: HashMap<String, usize>,
-    /// Times of the normal downloads still inside the rate-limit window.
-    downloads: VecDeque<Instant>,
+    /// The normal downloads inside the rate-limit window, if there is a limit.
+    downloads: Option<SlidingWindow>,
 }
 
 /// What a request asked for.
@@ -295,8 +295,12 @@ impl Server {
             by_stop,
             by_id,
             page_size: opts.page_size.max(1),
-            rate_limit: opts.rate_limit,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                downloads: opts
+                    .rate_limit
+                    .map(|(max, window)| SlidingWindow::new(max, window)),
+                ..State::default()
+            }),
         });
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -522,30 +526,13 @@ impl State {
 
     /// Admit one download under the sliding-window limit, or return the whole
     /// seconds (at least 1) until the oldest download leaves the window.
-    fn admit_download(
-        &mut self,
-        now: Instant,
-        limit: Option<(usize, Duration)>,
-    ) -> Result<(), u64> {
-        let Some((max, window)) = limit else {
+    fn admit_download(&mut self, now: Instant) -> Result<(), u64> {
+        let Some(downloads) = &mut self.downloads else {
             return Ok(());
         };
-        while self
-            .downloads
-            .front()
-            .is_some_and(|&t| now.duration_since(t) >= window)
-        {
-            self.downloads.pop_front();
-        }
-        if self.downloads.len() < max {
-            self.downloads.push_back(now);
-            return Ok(());
-        }
-        let wait = match self.downloads.front() {
-            Some(&oldest) => (oldest + window).saturating_duration_since(now),
-            None => window, // max == 0: nothing is ever admitted
-        };
-        Err((wait.as_nanos().div_ceil(1_000_000_000) as u64).max(1))
+        downloads
+            .try_admit(now)
+            .map_err(|wait| (wait.as_nanos().div_ceil(1_000_000_000) as u64).max(1))
     }
 }
 
@@ -590,7 +577,7 @@ impl Shared {
                 }
             }
             Target::Get(id) => {
-                if limited && let Err(secs) = st.admit_download(now, self.rate_limit) {
+                if limited && let Err(secs) = st.admit_download(now) {
                     let mut r = Response::json(429, r#"{"code":"rate_limited"}"#);
                     r.headers.push(("Retry-After".into(), secs.to_string()));
                     return r;
@@ -712,25 +699,12 @@ fn deliver(
 }
 
 /// Abort the connection with an RST: with `SO_LINGER` set to 0, closing the
-/// socket sends RST instead of FIN (std has no stable `set_linger`).
+/// socket sends RST instead of FIN.
 fn reset(stream: &mut TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the fd belongs to `stream`, which is alive for the call; the
-    // pointer and length describe a live `struct linger`.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&raw const linger).cast::<libc::c_void>(),
-            size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
+    if socket2::SockRef::from(&*stream)
+        .set_linger(Some(Duration::ZERO))
+        .is_err()
+    {
         let _ = stream.shutdown(Shutdown::Both);
     }
     // The RST goes out when the caller drops the stream.

@@ -67,7 +67,10 @@ pub(crate) fn spool_unit(
         Format::GzipJsonArray => read_events(body, sink),
     }
     .map_err(|e| match e {
-        ReadError::Sink(SinkError::Write(e)) => SpoolError::Write(e),
+        ReadError::Sink {
+            error: SinkError::Write(e),
+            ..
+        } => SpoolError::Write(e),
         other => SpoolError::Read(other.to_string()),
     })?;
     let file = writer

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::sync::mpsc;
 use std::thread::Scope;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 /// Read buffer size on both sides of the decompressor. serde and the splitter
 /// are fast; small reads from the inflater are what would slow them down.
@@ -124,16 +124,130 @@ impl BufRead for BlockReader {
 /// Looks at the first bytes and stacks decompressors as needed.
 fn open<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn BufRead + 'a>> {
     let mut reader: Box<dyn BufRead + 'a> = Box::new(BufReader::with_capacity(BUF_SIZE, input));
-    for _ in 0..MAX_GZIP_LAYERS {
+    for layer in 0..=MAX_GZIP_LAYERS {
         let (magic, rest) = peek2(reader)?;
-        if magic.get_ref().starts_with(&[0x1f, 0x8b]) {
-            let gz = MultiGzDecoder::new(magic.chain(rest));
-            reader = Box::new(BufReader::with_capacity(BUF_SIZE, gz));
-        } else {
-            return Ok(Box::new(magic.chain(rest)));
+        let gzip = magic.get_ref().starts_with(&[0x1f, 0x8b]);
+        let input = magic.chain(rest);
+        if !gzip {
+            return Ok(Box::new(input));
         }
+        if layer == MAX_GZIP_LAYERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the body is gzip nested more than {MAX_GZIP_LAYERS} layers deep (FullStory sends one; a proxy compressing it again makes two)"
+                ),
+            ));
+        }
+        let of = if layer == 0 {
+            "of the body"
+        } else {
+            "of the body once gunzipped"
+        };
+        let members = Members::new(input, of);
+        reader = Box::new(BufReader::with_capacity(BUF_SIZE, members));
     }
     Ok(reader)
+}
+
+/// A `BufRead` that counts the bytes taken from it.
+struct Counted<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: BufRead> Read for Counted<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counted<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n as u64;
+        self.inner.consume(n);
+    }
+}
+
+/// Gzip members one after another, read as one stream. Unlike a plain
+/// multi-member decoder it tells bytes after the last member (which are not
+/// another member) apart from a body that ended early.
+struct Members<R> {
+    /// `None` once the input is used up.
+    decoder: Option<GzDecoder<Counted<R>>>,
+    /// Where the offsets in errors count from, e.g. "of the body".
+    of: &'static str,
+    /// Where the current member starts.
+    member_at: u64,
+}
+
+impl<R: BufRead> Members<R> {
+    fn new(input: R, of: &'static str) -> Self {
+        Members {
+            decoder: Some(GzDecoder::new(Counted {
+                inner: input,
+                pos: 0,
+            })),
+            of,
+            member_at: 0,
+        }
+    }
+
+    fn trailing(&self, at: u64, why: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "unexpected bytes after the end of the gzip data at byte {at} {}{why}",
+                self.of
+            ),
+        )
+    }
+}
+
+impl<R: BufRead> Read for Members<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while let Some(decoder) = self.decoder.as_mut() {
+            match decoder.read(out) {
+                Ok(0) if out.is_empty() => return Ok(0),
+                Ok(0) => {}
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Not even a header: the bytes after the last member are
+                // something else.
+                Err(e) if decoder.header().is_none() && self.member_at > 0 => {
+                    return Err(self.trailing(self.member_at, &format!(" ({e})")));
+                }
+                Err(e) => {
+                    let at = decoder.get_ref().pos;
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{e} (near byte {at} {})", self.of),
+                    ));
+                }
+            }
+            // The member ended, trailer checked: what follows?
+            let Some(decoder) = self.decoder.take() else {
+                break;
+            };
+            let mut input = decoder.into_inner();
+            let at = input.pos;
+            match input.fill_buf()?.first() {
+                None => return Ok(0),
+                Some(0x1f) => {
+                    self.member_at = at;
+                    self.decoder = Some(GzDecoder::new(input));
+                }
+                Some(_) => return Err(self.trailing(at, "")),
+            }
+        }
+        Ok(0)
+    }
 }
 
 /// Reads up to two bytes, however the body was chunked, and hands them back
@@ -183,5 +297,48 @@ mod tests {
         let mut trailing = gzip(SAMPLE.as_bytes());
         trailing.extend_from_slice(b"garbage");
         assert!(collect(&trailing, 100).is_err());
+    }
+
+    #[test]
+    fn bytes_after_the_gzip_data_are_named_with_their_offset() {
+        let gz = gzip(SAMPLE.as_bytes());
+        let mut body = gz.clone();
+        body.extend_from_slice(b"garbage");
+        let err = collect(&body, 100).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "unexpected bytes after the end of the gzip data at byte {} of the body",
+                gz.len()
+            )
+        );
+        // Even when they start like another gzip member.
+        let mut body = gz.clone();
+        body.extend_from_slice(b"\x1f\x8bnot a header at all");
+        let err = collect(&body, 7).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "unexpected bytes after the end of the gzip data at byte {} of the body (",
+                gz.len()
+            )),
+            "{err}"
+        );
+        // And inside a second layer.
+        let mut inner = gz.clone();
+        inner.extend_from_slice(b"!!");
+        let err = collect(&gzip(&inner), 5).unwrap_err();
+        assert!(
+            err.contains(&format!("at byte {} of the body once gunzipped", gz.len())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gzip_three_layers_deep_is_named_as_such() {
+        let err = collect(&gzip(&gzip(&gzip(SAMPLE.as_bytes()))), 64).unwrap_err();
+        assert!(
+            err.starts_with("the body is gzip nested more than 2 layers deep"),
+            "{err}"
+        );
     }
 }

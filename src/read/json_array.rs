@@ -1,6 +1,6 @@
 //! The splitter of a top-level JSON array of objects into the bytes of each event.
 
-use super::{MAX_EVENT_BYTES, ReadError, ReadStats, Split};
+use super::{MAX_EVENT_BYTES, ReadError, ReadStats, Split, quote_start};
 
 /// Where the splitter is in the top-level array.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -30,6 +30,8 @@ pub(super) struct Splitter {
     /// The previous chunk ended on a backslash inside a string.
     escape: bool,
     event: Vec<u8>,
+    /// Where the current event starts in the JSON.
+    event_at: u64,
     stats: ReadStats,
     /// The very first bytes may be a UTF-8 byte order mark.
     bom_checked: bool,
@@ -41,11 +43,14 @@ impl Split for Splitter {
         mut buf: &[u8],
         on_event: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), ReadError<E>> {
+        // Where `buf` starts in the JSON, for errors.
+        let mut base = self.stats.json_bytes;
         self.stats.json_bytes += buf.len() as u64;
         if !self.bom_checked {
             self.bom_checked = true;
             if let Some(rest) = buf.strip_prefix(b"\xEF\xBB\xBF") {
                 buf = rest;
+                base += 3;
             }
         }
         let mut i = 0;
@@ -53,7 +58,11 @@ impl Split for Splitter {
             if self.place == Place::InEvent {
                 i = self.scan_event(buf, i)?;
                 if self.place != Place::InEvent {
-                    on_event(&self.event).map_err(ReadError::Sink)?;
+                    on_event(&self.event).map_err(|error| ReadError::Sink {
+                        event: self.stats.events + 1,
+                        at: self.event_at,
+                        error,
+                    })?;
                     self.stats.events += 1;
                     self.event.clear();
                 }
@@ -64,27 +73,32 @@ impl Split for Splitter {
                 i += 1;
                 continue;
             }
+            let at = base + i as u64;
             self.place = match (self.place, c) {
                 (Place::BeforeArray, b'[') => Place::ArrayStart,
                 (Place::BeforeArray, _) => {
-                    return Err(self.unexpected(c, "a JSON array ('[')"));
+                    return Err(ReadError::Format(format!(
+                        "the body is not a JSON array: it starts with {}",
+                        quote_start(&buf[i..])
+                    )));
                 }
                 (Place::ArrayStart, b']') | (Place::AfterEvent, b']') => Place::Done,
                 (Place::ArrayStart, b'{') | (Place::AfterComma, b'{') => {
                     self.depth = 0;
+                    self.event_at = at;
                     Place::InEvent
                 }
                 (Place::ArrayStart | Place::AfterComma, _) => {
                     return Err(ReadError::Format(format!(
-                        "event {} is not a JSON object (starts with {:?})",
+                        "event {} is not a JSON object (starts with {:?} at byte {at} of the JSON)",
                         self.stats.events + 1,
                         char::from(c)
                     )));
                 }
                 (Place::AfterEvent, b',') => Place::AfterComma,
-                (Place::AfterEvent, _) => return Err(self.unexpected(c, "',' or ']'")),
+                (Place::AfterEvent, _) => return Err(self.unexpected(c, at, "',' or ']'")),
                 (Place::Done, _) => {
-                    return Err(self.unexpected(c, "nothing after the closing ']'"));
+                    return Err(self.unexpected(c, at, "nothing after the closing ']'"));
                 }
                 (Place::InEvent, _) => unreachable!("handled above"),
             };
@@ -170,9 +184,9 @@ impl Splitter {
         Ok(i.min(buf.len()).max(stop))
     }
 
-    fn unexpected<E>(&self, c: u8, wanted: &str) -> ReadError<E> {
+    fn unexpected<E>(&self, c: u8, at: u64, wanted: &str) -> ReadError<E> {
         ReadError::Format(format!(
-            "expected {wanted} after {} events but found {:?}",
+            "expected {wanted} after {} events but found {:?} at byte {at} of the JSON",
             self.stats.events,
             char::from(c)
         ))
@@ -183,6 +197,42 @@ impl Splitter {
 mod tests {
     use super::super::read_events;
     use super::super::testkit::{SAMPLE, collect, gzip};
+
+    #[test]
+    fn a_body_that_is_not_json_is_quoted() {
+        let page = b"\n<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n<body>nginx</body></html>\n";
+        let err = collect(page, 9).unwrap_err();
+        assert_eq!(
+            err,
+            "the body is not a JSON array: it starts with \"<!DOCTYPE html> <html><head><title>502 Bad Gateway</title></head> <body>nginx</b...\""
+        );
+        let err = collect(&gzip(br#"{"code":"unavailable"}"#), 3).unwrap_err();
+        assert!(
+            err.ends_with(r#"starts with "{'code':'unavailable'}""#),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_say_which_event_and_byte() {
+        let err = read_events(&b"[{},\n {\"a\":1}]"[..], |e: &[u8]| {
+            if e.len() > 2 {
+                Err("bad value")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "bad value (event 2 starts at byte 6 of the JSON)");
+        let err = collect(b"[{} {}]", 2).unwrap_err();
+        assert!(err.contains("found '{' at byte 4 of the JSON"), "{err}");
+        let err = collect(b"\xEF\xBB\xBF[{},1]", 2).unwrap_err();
+        assert!(
+            err.contains("event 2") && err.contains("at byte 7 of the JSON"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn splits_plain_and_gzip_at_any_chunk_size() {

@@ -47,8 +47,9 @@ pub enum ReadError<E> {
     Format(String),
     /// Reading or decompressing failed (truncated gzip, bad CRC, transport error).
     Io(io::Error),
-    /// The per-event callback failed.
-    Sink(E),
+    /// The per-event callback failed on event number `event` (from 1),
+    /// which starts at byte `at` of the (decompressed) body.
+    Sink { event: u64, at: u64, error: E },
 }
 
 impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
@@ -59,7 +60,9 @@ impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
                 write!(f, "the body ended early ({e})")
             }
             ReadError::Io(e) => write!(f, "{e}"),
-            ReadError::Sink(e) => write!(f, "{e}"),
+            ReadError::Sink { event, at, error } => {
+                write!(f, "{error} (event {event} starts at byte {at} of the JSON)")
+            }
         }
     }
 }
@@ -141,6 +144,22 @@ where
             reader.consume(len);
         }
     })
+}
+
+/// The start of some bytes as a short quoted line, for errors about a body
+/// that is something else than expected (an HTML error page, say).
+fn quote_start(bytes: &[u8]) -> String {
+    const MAX: usize = 80;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
+    let mut line = String::new();
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if !(c == ' ' && line.ends_with(' ')) {
+            line.push(c);
+        }
+    }
+    let more = if bytes.len() > MAX { "..." } else { "" };
+    format!("\"{}{more}\"", line.trim_end().replace('"', "'"))
 }
 
 /// Helpers shared by the reader's unit tests.

@@ -23,6 +23,8 @@ pub(super) struct Splitter {
     partial: Vec<u8>,
     /// Lines seen so far, for error messages.
     lines: u64,
+    /// Where the current line starts in the body.
+    line_at: u64,
     stats: ReadStats,
 }
 
@@ -32,6 +34,7 @@ impl Split for Splitter {
         buf: &[u8],
         on_event: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<(), ReadError<E>> {
+        let base = self.stats.json_bytes;
         self.stats.json_bytes += buf.len() as u64;
         let mut rest = buf;
         while let Some(end) = memchr::memchr(b'\n', rest) {
@@ -46,6 +49,7 @@ impl Split for Splitter {
                 self.partial.clear();
                 done?;
             }
+            self.line_at = base + (buf.len() - after.len()) as u64;
             rest = after;
         }
         self.grow(rest)
@@ -113,7 +117,11 @@ impl Splitter {
                 char::from(line[last])
             )));
         }
-        on_event(line).map_err(ReadError::Sink)?;
+        on_event(line).map_err(|error| ReadError::Sink {
+            event: self.stats.events + 1,
+            at: self.line_at,
+            error,
+        })?;
         self.stats.events += 1;
         Ok(())
     }
@@ -255,7 +263,39 @@ mod tests {
                 if seen == 2 { Err("full") } else { Ok(()) }
             },
         );
-        assert!(matches!(result, Err(ReadError::Sink("full"))));
+        assert!(matches!(
+            result,
+            Err(ReadError::Sink {
+                event: 2,
+                error: "full",
+                ..
+            })
+        ));
         assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn a_callback_error_names_where_its_line_starts() {
+        for chunk in [1, 3, 100] {
+            let result = read_events_as(
+                Chunked {
+                    data: b"{\"a\":1}\r\n\n{\"b\":2}\n",
+                    chunk,
+                },
+                Format::Ndjson,
+                |e: &[u8]| {
+                    if e.starts_with(b"{\"b\"") {
+                        Err("no")
+                    } else {
+                        Ok(())
+                    }
+                },
+            );
+            let text = result.unwrap_err().to_string();
+            assert_eq!(
+                text, "no (event 2 starts at byte 10 of the JSON)",
+                "chunk {chunk}"
+            );
+        }
     }
 }

@@ -43,7 +43,7 @@ impl Backoff {
 }
 
 /// Parses a `Retry-After` value: seconds (what FullStory sends) or an HTTP
-/// date. Waits are capped at an hour.
+/// date. See [`Retry::longest_wait`] for how long the tap is willing to wait.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     parse_retry_after_at(value, chrono::Utc::now())
 }
@@ -60,7 +60,8 @@ fn parse_retry_after_at(value: &str, now: chrono::DateTime<chrono::Utc>) -> Opti
                 / 1000.0
         }
     };
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+    // A century stands for "absurdly long" and keeps the arithmetic in range.
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3.2e9)))
 }
 
 /// How often and how patiently to retry.
@@ -70,7 +71,18 @@ pub(crate) struct Retry {
     pub(crate) max_retries: u32,
 }
 
+/// A `Retry-After` up to this long is always waited out (FullStory's own
+/// rate limit asks for up to a minute), even with a smaller `retry_max_delay`.
+const RETRY_AFTER_FLOOR: Duration = Duration::from_secs(60);
+
 impl Retry {
+    /// The longest `Retry-After` the tap waits out: `retry_max_delay`, or a
+    /// minute if that is less. A server asking for more ends the run, since
+    /// sleeping for hours inside a scheduled job helps nobody.
+    pub(crate) fn longest_wait(&self) -> Duration {
+        self.backoff.max.max(RETRY_AFTER_FLOOR)
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or retries run out.
     /// A `Retry-After` from the server also holds `pace`, so no other request
     /// of that kind starts before the server is ready.
@@ -90,6 +102,9 @@ impl Retry {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Retry { why, retry_after }) => {
+                    if let Some(wait) = retry_after.filter(|w| *w > self.longest_wait()) {
+                        return Err(Error::Api(too_long(what, &why, wait, self.longest_wait())));
+                    }
                     tries += 1;
                     if tries > self.max_retries {
                         return Err(Error::Api(format!(
@@ -109,6 +124,35 @@ impl Retry {
                 }
             }
         }
+    }
+}
+
+/// The error for a `Retry-After` past what the tap waits.
+fn too_long(what: &str, why: &str, wait: Duration, longest: Duration) -> String {
+    let until = chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+        // Rounded up to the second: "until" must not be too early.
+        .and_then(|at| {
+            crate::time::from_unix(at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0))
+        })
+        .map(|at| format!(" (until {})", crate::time::format_rfc3339(at)))
+        .unwrap_or_default();
+    format!(
+        "{what}: {why}; the server asks to wait {}{until}, longer than the {} the tap waits at most (retry_max_delay, or a minute if less); the STATE written so far is safe to resume from: re-run after that",
+        human_wait(wait),
+        human_wait(longest)
+    )
+}
+
+/// A wait as `26h05m`, `3m04s` or `5s`, rounded up.
+fn human_wait(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s:02}s"),
+        _ => format!("{h}h{m:02}m"),
     }
 }
 
@@ -135,11 +179,66 @@ mod tests {
     }
 
     #[test]
+    fn waits_read_as_people_write_them() {
+        assert_eq!(human_wait(Duration::from_secs(5)), "5s");
+        assert_eq!(human_wait(Duration::from_millis(4500)), "5s");
+        assert_eq!(human_wait(Duration::from_secs(184)), "3m04s");
+        assert_eq!(human_wait(Duration::from_secs(86_400)), "24h00m");
+        assert_eq!(human_wait(Duration::from_secs(7_500)), "2h05m");
+    }
+
+    fn retry(max: u64) -> Retry {
+        Retry {
+            backoff: Backoff {
+                base: Duration::from_millis(1),
+                max: Duration::from_secs(max),
+            },
+            max_retries: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_past_the_cap_fails_at_once_naming_when_to_rerun() {
+        let mut calls = 0;
+        let started = std::time::Instant::now();
+        let result: Result<()> = retry(120)
+            .run("listing", None, || {
+                calls += 1;
+                async {
+                    Err(Failure::Retry {
+                        why: "HTTP 429".into(),
+                        retry_after: parse_retry_after("86400"),
+                    })
+                }
+            })
+            .await;
+        let text = result.unwrap_err().to_string();
+        assert_eq!(calls, 1);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(text.contains("wait 24h00m (until 20"), "{text}");
+        // A whole second, as in "2026-11-27T11:26:08Z".
+        let until = &text[text.find("(until ").unwrap() + 7..];
+        assert_eq!(until.find(')'), Some(20), "{text}");
+        assert!(text.contains("re-run after that"), "{text}");
+    }
+
+    #[test]
+    fn the_cap_is_retry_max_delay_but_at_least_a_minute() {
+        assert_eq!(retry(120).longest_wait(), Duration::from_secs(120));
+        assert_eq!(retry(1).longest_wait(), Duration::from_secs(60));
+    }
+
+    #[test]
     fn retry_after_parsing() {
         assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
         assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("86400"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert!(parse_retry_after("1e300").is_some());
         let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
             .unwrap()
             .with_timezone(&chrono::Utc);

@@ -39,9 +39,13 @@ fn about_json() -> Value {
                 Kind::String | Kind::DateTime => "string",
                 Kind::Integer => "integer",
                 Kind::Number => "number",
+                Kind::StringList => "array",
             },
             "description": s.description,
         });
+        if s.kind == Kind::StringList {
+            prop["items"] = json!({"type": "string"});
+        }
         if s.kind == Kind::DateTime {
             prop["format"] = json!("date-time");
         }

@@ -117,9 +117,10 @@ fn run(args: Args) -> Result<()> {
         return print_stdout(&text);
     }
 
-    let config = raw.validate(chrono::Utc::now())?;
+    let now = chrono::Utc::now();
+    let config = raw.validate(now)?;
     let state = match &args.state {
-        Some(path) => State::load(path)?,
+        Some(path) => State::load(path, now)?,
         None => State::default(),
     };
     let selections = match args.catalog.as_ref().or(args.properties.as_ref()) {

@@ -18,6 +18,8 @@ pub(crate) enum Kind {
     DateTime,
     Integer,
     Number,
+    /// A list of strings: a JSON array, or one comma-separated string.
+    StringList,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::DateTime => "date-time",
             Kind::Integer => "integer",
             Kind::Number => "number",
+            Kind::StringList => "array",
         }
     }
 }
@@ -123,7 +126,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "retry_max_delay",
         Kind::Number,
         Some("120"),
-        "Upper bound in seconds of the backoff between retries.",
+        "Upper bound in seconds of the backoff between retries. A Retry-After is obeyed up to this (or 60, if more); a longer one ends the run, saying when to re-run.",
     ),
     setting(
         "downloads_per_window",
@@ -148,6 +151,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Kind::String,
         Some("system temp dir"),
         "Directory for the per-bundle spool file (needs room for one bundle's records, uncompressed). Files are private and removed on every exit.",
+    ),
+    setting(
+        "skip_bundles",
+        Kind::StringList,
+        None,
+        "Ids of bundles to pass over deliberately, e.g. one the server sends malformed every time: their events are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_BUNDLES).",
     ),
 ];
 
@@ -185,6 +194,7 @@ pub(crate) struct Config {
     pub(crate) download_window: Duration,
     pub(crate) progress_interval: Duration,
     pub(crate) spool_dir: Option<PathBuf>,
+    pub(crate) skip_bundles: Vec<String>,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -320,6 +330,7 @@ impl RawConfig {
             download_window: self.seconds("download_window_seconds", true)?,
             progress_interval: self.seconds("progress_interval_seconds", false)?,
             spool_dir: self.string("spool_dir")?.map(PathBuf::from),
+            skip_bundles: self.string_list("skip_bundles")?,
         })
     }
 
@@ -352,6 +363,39 @@ impl RawConfig {
                 ),
             )),
         }
+    }
+
+    /// A list given as a JSON array of strings (or whole numbers), or as one
+    /// comma-separated string (environment variables are strings).
+    fn string_list(&self, key: &str) -> Result<Vec<String>> {
+        let Some((value, source)) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        let items: Vec<String> = match value {
+            Value::Null => return Ok(Vec::new()),
+            Value::String(s) => s.split(',').map(|item| item.trim().to_string()).collect(),
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s.trim().to_string()),
+                    // Only whole numbers that survived parsing exactly.
+                    Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+                    _ => Err(bad(
+                        source,
+                        key,
+                        "must list strings (write long numeric ids in quotes)",
+                    )),
+                })
+                .collect::<Result<_>>()?,
+            _ => {
+                return Err(bad(
+                    source,
+                    key,
+                    "must be a JSON array of strings or a comma-separated string",
+                ));
+            }
+        };
+        Ok(items.into_iter().filter(|item| !item.is_empty()).collect())
     }
 
     /// A number given as JSON number or numeric string (environment variables are strings).
@@ -605,6 +649,33 @@ mod tests {
             check_base_url("https://example.com/").unwrap(),
             "https://example.com"
         );
+    }
+
+    #[test]
+    fn skip_bundles_takes_an_array_or_a_comma_separated_string() {
+        let skip = |v: Value| {
+            raw(json!({"api_key": "k", "start_date": "2024-01-01", "skip_bundles": v}))
+                .validate(now())
+                .map(|c| c.skip_bundles)
+        };
+        assert_eq!(skip(json!(["1", 2, " x "])).unwrap(), ["1", "2", "x"]);
+        assert_eq!(
+            skip(json!("1, 12345678901234567890123,,")).unwrap(),
+            ["1", "12345678901234567890123"]
+        );
+        assert!(skip(json!(null)).unwrap().is_empty());
+        let err = skip(json!([1.2345678901234568e22]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'skip_bundles'") && err.contains("quotes"),
+            "{err}"
+        );
+        assert!(skip(json!({"a": 1})).is_err());
+        let cfg = raw(json!({"api_key": "k", "start_date": "2024-01-01"}))
+            .validate(now())
+            .unwrap();
+        assert!(cfg.skip_bundles.is_empty());
     }
 
     #[test]

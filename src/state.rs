@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
-use crate::time::{format_rfc3339, parse_datetime};
+use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
 use crate::stream::{STREAMS, SourceKind, StreamDef};
 
@@ -44,10 +44,31 @@ impl State {
     /// `{"bookmarks": {"events": {"bundle_stop": .., "bundle_id": ..}}}` and the
     /// Python tap-fullstory 1.x form `{"events": "<date-time>"}`; when both are
     /// present the later instant wins.
-    pub(crate) fn load(path: &Path) -> Result<State> {
+    ///
+    /// A bookmark later than `now` (give or take clock skew) is refused: it
+    /// would make every run sync nothing.
+    pub(crate) fn load(path: &Path, now: DateTime<Utc>) -> Result<State> {
         let map = read_json_object(path, "state")?;
         State::from_map(map)
+            .and_then(|state| state.check_not_future(now).map(|()| state))
             .map_err(|why| Error::Input(format!("state file '{}': {why}", path.display())))
+    }
+
+    fn check_not_future(&self, now: DateTime<Utc>) -> std::result::Result<(), String> {
+        let limit = now + chrono::Duration::seconds(CLOCK_SKEW_SECS);
+        for (stream, bookmark) in &self.bookmarks {
+            match bookmark {
+                Bookmark::Bundle(b) if b.stop > limit => {
+                    return Err(format!(
+                        "the '{}' bookmark {} is in the future: bundles are published only after they end, so no run would ever sync anything; set it back to the end of the last bundle synced, or remove it",
+                        stream.name,
+                        format_rfc3339(b.stop)
+                    ));
+                }
+                Bookmark::Bundle(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn from_map(mut map: Map<String, Value>) -> std::result::Result<State, String> {
@@ -200,7 +221,8 @@ fn parse_entry(
     let bundle_id = match entry.get("bundle_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
+        // Only a number that parsed exactly; longer ids must be strings.
+        Some(Value::Number(n)) if n.is_u64() => Some(n.to_string()),
         Some(other) => {
             return Err(format!(
                 "key 'bookmarks.{stream}.bundle_id' must be a string, not a {}",
@@ -281,6 +303,38 @@ mod tests {
             "2024-01-03T00:00:00Z"
         );
         assert!(state.to_value().get("type").is_none());
+    }
+
+    #[test]
+    fn refuses_a_bookmark_in_the_future() {
+        let now = parse_datetime("2026-01-01T00:00:00Z").unwrap();
+        let at = |stop: &str| {
+            parse(json!({"bookmarks": {"events": {"bundle_stop": stop}}}))
+                .unwrap()
+                .check_not_future(now)
+        };
+        assert!(at("2026-01-01T01:00:00Z").is_ok());
+        let err = at("9999-01-01T00:00:00Z").unwrap_err();
+        assert!(err.contains("'events'") && err.contains("future"), "{err}");
+        let legacy = parse(json!({"events": "2026-01-01T01:00:01Z"})).unwrap();
+        assert!(legacy.check_not_future(now).is_err());
+    }
+
+    #[test]
+    fn long_numeric_bundle_ids_must_be_strings() {
+        let id = |v: Value| {
+            parse(json!({"bookmarks": {"events": {"bundle_stop": "2024-01-01T00:00:00Z", "bundle_id": v}}}))
+                .map(|s| events(&s).unwrap().bundle_id.clone())
+        };
+        assert_eq!(
+            id(json!(170415360048u64)).unwrap().as_deref(),
+            Some("170415360048")
+        );
+        assert_eq!(
+            id(json!("12345678901234567890123")).unwrap().as_deref(),
+            Some("12345678901234567890123")
+        );
+        assert!(id(json!(1.2345678901234568e22)).is_err());
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub fn format_micros(dt: DateTime<Utc>) -> String {
     dt.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// How far ahead of our clock a server's (or a state's) instant may be before
+/// it is treated as impossible: clocks drift, but bundles are published only
+/// after they end.
+pub(crate) const CLOCK_SKEW_SECS: i64 = 3600;
+
 /// A unix timestamp in seconds as a UTC date-time.
 pub fn from_unix(secs: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(secs, 0).single()

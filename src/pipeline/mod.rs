@@ -84,9 +84,10 @@ struct Fetcher<S> {
     settings: Settings,
 }
 
-/// A unit read, shaped and verified, waiting in its spool file.
+/// A unit read, shaped and verified, waiting in its spool file (none for a
+/// unit the operator chose to skip).
 struct Spooled {
-    file: File,
+    file: Option<File>,
     events: u64,
     json_bytes: u64,
     wire_bytes: u64,
@@ -173,7 +174,9 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
                 // Records, then the STATE that covers them, in one uninterrupted
                 // step. block_in_place needs the multi-threaded runtime.
                 tokio::task::block_in_place(|| -> Result<()> {
-                    self.out.copy_spool(&mut spooled.file)?;
+                    if let Some(file) = spooled.file.as_mut() {
+                        self.out.copy_spool(file)?;
+                    }
                     self.state.advance(stream, bookmark);
                     self.out.state(self.state.to_value())
                 })?;
@@ -187,6 +190,14 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
                     return Err(e);
                 }
             };
+            if spooled.file.is_none() {
+                tracing::warn!(
+                    "{noun} {id} ({}) SKIPPED as {} says: none of its events were synced; the STATE now moves past it",
+                    fetcher.source.window(unit),
+                    fetcher.source.skip_setting().unwrap_or("the config"),
+                );
+                continue;
+            }
             summary.units += 1;
             summary.events += spooled.events;
             metric_records(stream.name, spooled.events);
@@ -222,14 +233,60 @@ async fn stop(ahead: VecDeque<FetchTask>) {
     }
 }
 
+/// How one attempt at a unit failed.
+enum Attempt {
+    /// Any failure but a bad body.
+    Failed(Failure),
+    /// The whole body arrived, but it is not a valid unit.
+    Malformed { why: String, body: BodyPrint },
+}
+
+impl From<Failure> for Attempt {
+    fn from(failure: Failure) -> Attempt {
+        Attempt::Failed(failure)
+    }
+}
+
+/// What a body was, to tell a server that sends the same bad bytes every
+/// time from one whose downloads get damaged on the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BodyPrint {
+    len: u64,
+    hash: u128,
+}
+
 impl<S: Source> Fetcher<S> {
-    /// Fetches and spools one unit, retrying from scratch on any fault.
+    /// Fetches and spools one unit, retrying from scratch on any fault, but
+    /// not once the same bytes have failed the same way twice.
     async fn fetch(self: Arc<Self>, unit: S::Unit, label: String) -> Result<Spooled> {
+        if self.source.skipped(&unit) {
+            return Ok(Spooled {
+                file: None,
+                events: 0,
+                json_bytes: 0,
+                wire_bytes: 0,
+                took: Duration::ZERO,
+            });
+        }
         let started = Instant::now();
+        let last_bad: std::sync::Mutex<Option<(BodyPrint, String)>> = Default::default();
         self.source
             .retry()
-            .run(&label, self.source.pace(), || {
-                self.fetch_once(&unit, &label)
+            .run(&label, self.source.pace(), || async {
+                match self.fetch_once(&unit, &label).await {
+                    Ok(spooled) => Ok(spooled),
+                    Err(Attempt::Failed(failure)) => Err(failure),
+                    Err(Attempt::Malformed { why, body }) => {
+                        let mut last = last_bad.lock().unwrap_or_else(|e| e.into_inner());
+                        if last.as_ref().is_some_and(|(b, w)| *b == body && *w == why) {
+                            return Err(Failure::Fatal(Error::Unit(
+                                self.malformed(&unit, &label, &why, body),
+                            )));
+                        }
+                        *last = Some((body, why.clone()));
+                        Err(Failure::retry(why))
+                    }
+                }
             })
             .await
             .map(|mut spooled| {
@@ -242,11 +299,28 @@ impl<S: Source> Fetcher<S> {
             })
     }
 
+    /// The error for a unit the server sends broken the same way each time.
+    fn malformed(&self, unit: &S::Unit, label: &str, why: &str, body: BodyPrint) -> String {
+        let id = self.source.id(unit);
+        let way_out = match self.source.skip_setting() {
+            Some(setting) => format!(
+                "; to move on without its events, add \"{id}\" to {setting} ({}{} takes a comma-separated list) and re-run",
+                crate::config::ENV_PREFIX,
+                setting.to_uppercase()
+            ),
+            None => String::new(),
+        };
+        format!(
+            "{label}: two downloads brought the same {} bytes and failed the same way, so retrying cannot help: {why}{way_out}; the STATE written so far is safe to resume from",
+            body.len
+        )
+    }
+
     async fn fetch_once(
         &self,
         unit: &S::Unit,
         label: &str,
-    ) -> std::result::Result<Spooled, Failure> {
+    ) -> std::result::Result<Spooled, Attempt> {
         let mut body = self.source.open(unit).await?;
         let declared = body.declared_len();
         let spool_dir = &self.settings.spool_dir;
@@ -262,7 +336,7 @@ impl<S: Source> Fetcher<S> {
         let extracted = Utc::now();
         let schema = Arc::clone(&self.schema);
         let selection = Arc::clone(&self.selection);
-        let worker = tokio::task::spawn_blocking(move || {
+        let mut worker = tokio::task::spawn_blocking(move || {
             spool_unit(
                 ChannelReader::new(rx),
                 format,
@@ -272,8 +346,17 @@ impl<S: Source> Fetcher<S> {
                 extracted,
             )
         });
+        let reader_failed = |e: tokio::task::JoinError| {
+            Failure::Fatal(Error::Unit(format!(
+                "{} {}: the reader thread failed: {e}",
+                S::UNIT,
+                self.source.id(unit)
+            )))
+        };
 
         let mut received = 0u64;
+        let mut print = xxhash_rust::xxh3::Xxh3::new();
+        let mut processed = None;
         let download_started = Instant::now();
         let every = self.settings.progress_interval;
         let mut next_report = download_started + every;
@@ -281,13 +364,21 @@ impl<S: Source> Fetcher<S> {
             match body.chunk().await {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
+                    print.update(&bytes);
                     if Instant::now() >= next_report {
                         next_report += every;
                         log_download(label, received, declared, download_started.elapsed());
                     }
-                    if tx.send(Ok(bytes)).await.is_err() {
-                        // The reader stopped early; its error says why.
-                        break Ok(());
+                    if processed.is_none() && tx.send(Ok(bytes)).await.is_err() {
+                        // The reader stopped early; its error says why. If
+                        // the body is bad, read on (without parsing) so that
+                        // the same bad bytes sent twice can be recognised.
+                        let result = (&mut worker).await.map_err(reader_failed)?;
+                        let bad_body = matches!(result, Err(SpoolError::Read(_)));
+                        processed = Some(result);
+                        if !bad_body {
+                            break Ok(());
+                        }
                     }
                 }
                 Ok(None) => match declared {
@@ -301,34 +392,38 @@ impl<S: Source> Fetcher<S> {
                 Err(why) => break Err(why),
             }
         };
-        if let Err(why) = &download {
+        if let Err(why) = &download
+            && processed.is_none()
+        {
             let _ = tx.send(Err(io::Error::other(why.clone()))).await;
         }
         drop(tx);
-        let processed = worker.await.map_err(|e| {
-            Failure::Fatal(Error::Unit(format!(
-                "{} {}: the reader thread failed: {e}",
-                S::UNIT,
-                self.source.id(unit)
-            )))
-        })?;
+        let processed = match processed {
+            Some(result) => result,
+            None => worker.await.map_err(reader_failed)?,
+        };
 
         match (download, processed) {
-            (Err(why), _) => Err(Failure::Retry {
+            (Err(why), _) => Err(Attempt::Failed(Failure::Retry {
                 why: format!("download broke off after {received} bytes: {why}"),
                 retry_after: None,
-            }),
-            (Ok(()), Err(SpoolError::Read(why))) => Err(Failure::Retry {
+            })),
+            (Ok(()), Err(SpoolError::Read(why))) => Err(Attempt::Malformed {
                 why: format!("the {} is incomplete or corrupt: {why}", S::UNIT),
-                retry_after: None,
+                body: BodyPrint {
+                    len: received,
+                    hash: print.digest128(),
+                },
             }),
-            (Ok(()), Err(SpoolError::Write(e))) => Err(Failure::Fatal(Error::spool(
-                format!("cannot write the spool file in '{}'", spool_dir.display()),
-                "; free space there or set spool_dir",
-                e,
-            ))),
+            (Ok(()), Err(SpoolError::Write(e))) => {
+                Err(Attempt::Failed(Failure::Fatal(Error::spool(
+                    format!("cannot write the spool file in '{}'", spool_dir.display()),
+                    "; free space there or set spool_dir",
+                    e,
+                ))))
+            }
             (Ok(()), Ok((file, stats))) => Ok(Spooled {
-                file,
+                file: Some(file),
                 events: stats.events,
                 json_bytes: stats.json_bytes,
                 wire_bytes: received,

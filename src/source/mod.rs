@@ -77,6 +77,17 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// How to retry opening and reading a unit.
     fn retry(&self) -> &Retry;
 
+    /// Whether the operator chose to pass over this unit: it is not fetched,
+    /// and the bookmark moves past it.
+    fn skipped(&self, _unit: &Self::Unit) -> bool {
+        false
+    }
+
+    /// The setting that lists units to pass over, if the source has one.
+    fn skip_setting(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The pace that a server's `Retry-After` holds, if any.
     fn pace(&self) -> Option<&Pace>;
 }

@@ -3,6 +3,8 @@
 //! the last bundle, or (b) it stops non-zero with a one-line reason, and the
 //! last STATE covers exactly the records written before it.
 
+mod hostile;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;

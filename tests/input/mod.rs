@@ -142,3 +142,16 @@ fn plain_http_to_a_remote_host_is_refused() {
     cfg["base_url"] = json!("http://export.fullstory.com");
     rejects(Tap::new().config(&cfg), &["'base_url'", "https"]);
 }
+
+#[test]
+fn a_state_bookmark_in_the_future_is_refused() {
+    let srv = server(bundles(1, 2, Encoding::GzipFile));
+    let tap = Tap::new().config(&config(&srv)).state(
+        &json!({"bookmarks": {"events": {"bundle_stop": "9999-12-31T23:59:59Z", "bundle_id": "1"}}}),
+    );
+    rejects(
+        tap,
+        &["state file", "'events'", "9999-12-31T23:59:59Z", "future"],
+    );
+    assert_eq!(srv.requests().len(), 0);
+}

@@ -63,7 +63,7 @@ pub fn main() -> i32 {
     match run(args) {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{}", one_line(&e));
+            tracing::error!("{}", crate::redact::redact(&one_line(&e)));
             e.exit_code()
         }
     }
@@ -85,7 +85,7 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TAP_FULLSTORY_LOG_LEVEL")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(crate::redact::Stderr)
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())

@@ -1,7 +1,6 @@
 //! Settings: the table of what the tap accepts, and loading them from config
 //! files and `TAP_FULLSTORY_*` environment variables.
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::http::is_loopback;
+use crate::redact;
 use crate::time::parse_datetime;
 
 /// The value type of a setting, as `--about` reports it.
@@ -279,7 +280,11 @@ impl RawConfig {
 
         let api_key = match self.get("api_key") {
             None => return Err(missing("api_key")),
-            Some((Value::String(s), _)) if !s.trim().is_empty() => ApiKey(s.trim().to_string()),
+            Some((Value::String(s), _)) if !s.trim().is_empty() => {
+                // Before anything else can print it.
+                redact::register_secret(s.trim());
+                ApiKey(s.trim().to_string())
+            }
             Some((Value::String(_), source)) => {
                 return Err(bad(
                     source,
@@ -472,29 +477,43 @@ fn bad(source: &Source, key: &str, why: &str) -> Error {
 }
 
 /// Accepts http(s) URLs; plain http only for loopback hosts, so the key never
-/// travels unencrypted over a network. Returns the URL without a trailing slash.
+/// travels unencrypted over a network. Refuses credentials (they would be
+/// logged, and sent instead of the key), a query and a fragment (request
+/// URLs are built by appending paths). Returns the URL without a trailing
+/// slash. Messages never quote the URL's credentials.
 fn check_base_url(url: &str) -> std::result::Result<String, String> {
-    let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a valid URL ({e})"))?;
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{:?} is not a valid URL ({e})", redact::url(url)))?;
+    let shown = redact::url(url);
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "must not hold a user name or password ({}://user:password@...); remove them: the tap authenticates with api_key only",
+            parsed.scheme()
+        ));
+    }
+    if parsed.query().is_some() {
+        return Err(format!(
+            "{shown:?} must not have a query string (?...); give the API host only, such as https://export.fullstory.com"
+        ));
+    }
+    if parsed.fragment().is_some() {
+        return Err(format!(
+            "{shown:?} must not have a fragment (#...); give the API host only, such as https://export.fullstory.com"
+        ));
+    }
     match parsed.scheme() {
         "https" => {}
         "http" => {
-            let loopback = match parsed.host() {
-                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-                Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-                Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-                None => false,
-            };
-            if !loopback {
+            if !is_loopback(&parsed) {
                 return Err(format!(
-                    "{url:?} uses plain http, which would send the API key unencrypted; use https (http is accepted for loopback addresses only)"
+                    "{shown:?} uses plain http, which would send the API key unencrypted; use https (http is accepted for loopback addresses only)"
                 ));
             }
         }
-        other => return Err(format!("{url:?} must be an http(s) URL, not {other}:")),
+        other => return Err(format!("{shown:?} must be an http(s) URL, not {other}:")),
     }
     if parsed.host().is_none() {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -676,6 +695,25 @@ mod tests {
             .validate(now())
             .unwrap();
         assert!(cfg.skip_bundles.is_empty());
+    }
+
+    #[test]
+    fn base_url_with_credentials_query_or_fragment_is_refused() {
+        let err = check_base_url("https://user:hunter2pw@example.com").unwrap_err();
+        assert!(err.contains("user name or password"), "{err}");
+        assert!(
+            !err.contains("hunter2pw") && !err.contains("user:hunter2"),
+            "{err}"
+        );
+        let err = check_base_url("https://tok@example.com").unwrap_err();
+        assert!(!err.contains("tok@"), "{err}");
+        let err = check_base_url("https://example.com/?x=1").unwrap_err();
+        assert!(err.contains("query string"), "{err}");
+        let err = check_base_url("https://example.com?").unwrap_err();
+        assert!(err.contains("query string"), "{err}");
+        let err = check_base_url("https://example.com/#top").unwrap_err();
+        assert!(err.contains("fragment"), "{err}");
+        assert!(check_base_url("https://example.com/prefix/").is_ok());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! `source` (Data Export bundles, over `http` with retry and pacing) →
 //! [`read`] (gunzip, split the JSON array or NDJSON into events) →
 //! [`record`] (selection, key, extra fields) → [`singer`] (stdout). [`error`]
-//! maps failures to exit codes. The FullStory-compatible export server used
-//! for demos, tests and benchmarks is the `fullstory-demo` crate.
+//! maps failures to exit codes; `redact` keeps credentials out of everything
+//! printed. The FullStory-compatible export server used for demos, tests and
+//! benchmarks is the `fullstory-demo` crate.
 
 pub(crate) mod about;
 pub mod catalog;
@@ -19,6 +20,7 @@ pub(crate) mod http;
 pub(crate) mod pipeline;
 pub mod read;
 pub mod record;
+pub(crate) mod redact;
 pub(crate) mod run;
 pub(crate) mod singer;
 pub(crate) mod source;

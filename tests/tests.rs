@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary against a local FullStory-compatible server.
 
 mod faults;
+mod hygiene;
 mod input;
 mod support;
 

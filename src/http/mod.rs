@@ -3,6 +3,7 @@
 //! [`pace`] for per-endpoint rate limits. Each call makes one attempt;
 //! callers decide about retries through [`Failure`].
 
+pub(crate) mod body;
 pub(crate) mod pace;
 pub(crate) mod retry;
 
@@ -13,6 +14,8 @@ use reqwest::{Response, StatusCode, Url};
 
 use crate::config::Config;
 use crate::error::{Error, one_line};
+use crate::redact;
+pub(crate) use crate::redact::snippet;
 use retry::parse_retry_after;
 
 /// How one attempt failed.
@@ -46,13 +49,32 @@ pub(crate) struct Endpoint {
 }
 
 /// An HTTP client for one account.
+///
+/// Redirects are followed, at most [`MAX_REDIRECTS`] hops. Within base_url's
+/// origin the key goes along; reqwest drops it as soon as a hop changes
+/// scheme, host or port, so another origin gets the request without it (a
+/// pre-signed storage link needs none) and a refusal from there is reported
+/// as a redirect, not as a bad key. A hop to plain http on a host other than
+/// loopback is refused outright.
+///
+/// Loopback is never reached through a proxy, and the key never goes over
+/// plain http to anything but loopback, whatever the config says.
 pub(crate) struct Client {
-    http: reqwest::Client,
+    /// For everything but loopback: honours HTTPS_PROXY and friends.
+    proxied: reqwest::Client,
+    /// For loopback: never through a proxy.
+    direct: reqwest::Client,
     base_url: String,
     /// Scheme, host and port of `base_url`: the only origin the key is sent to.
     origin: url::Origin,
     auth: HeaderValue,
 }
+
+/// Redirect hops followed for one request.
+const MAX_REDIRECTS: usize = 10;
+
+/// What to do about an HTTP 407 or a proxy refusing a tunnel.
+const PROXY_ADVICE: &str = "a proxy refused the request; check the HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY environment variables (and any credentials in them)";
 
 impl Client {
     /// Builds the client from validated settings.
@@ -66,18 +88,16 @@ impl Client {
             })?;
         auth.set_sensitive(true);
         let origin = Url::parse(&config.base_url)
-            .map_err(|e| Error::Input(format!("config: base_url is not a valid URL ({e})")))?
+            .map_err(|_| {
+                Error::Input(format!(
+                    "config: base_url {} is not a valid URL",
+                    redact::url(&config.base_url)
+                ))
+            })?
             .origin();
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            // A read timeout, not a total one: a multi-GB bundle may take
-            // many minutes, but a silent connection must not hang the run.
-            .read_timeout(config.request_timeout)
-            .build()
-            .map_err(Error::HttpClient)?;
         Ok(Client {
-            http,
+            proxied: build(config, true)?,
+            direct: build(config, false)?,
             base_url: config.base_url.clone(),
             origin,
             auth,
@@ -90,14 +110,26 @@ impl Client {
     }
 
     /// Sends one authenticated GET to the API host and sorts the response
-    /// into success or failure. Refuses any other host: the key goes nowhere
-    /// else.
+    /// into success or failure. Refuses any other host, and plain http to
+    /// anything but loopback: the key goes nowhere else.
     pub(crate) async fn get(&self, url: &str, endpoint: Endpoint) -> Result<Response, Failure> {
-        let same_origin = Url::parse(url).is_ok_and(|u| u.origin() == self.origin);
+        let parsed = Url::parse(url).ok();
+        let same_origin = parsed.as_ref().is_some_and(|u| u.origin() == self.origin);
         if !same_origin {
             return Err(Failure::Fatal(Error::Api(format!(
-                "refusing to send the API key to {url}: it is not on base_url {}",
-                self.base_url
+                "refusing to send the API key to {}: it is not on base_url {}",
+                redact::url(url),
+                redact::url(&self.base_url)
+            ))));
+        }
+        if let Some(u) = &parsed
+            && u.scheme() != "https"
+            && !is_loopback(u)
+        {
+            return Err(Failure::Fatal(Error::Api(format!(
+                "refusing to send the API key over plain {}: to {}; use https (plain http is allowed for loopback addresses only)",
+                u.scheme(),
+                redact::origin(u)
             ))));
         }
         self.send(url, endpoint, true).await
@@ -115,9 +147,15 @@ impl Client {
     }
 
     async fn send(&self, url: &str, endpoint: Endpoint, auth: bool) -> Result<Response, Failure> {
-        tracing::info!("GET {url}");
+        let shown = redact::url(url);
+        tracing::info!("GET {shown}");
+        let parsed = Url::parse(url).ok();
+        let http = match &parsed {
+            Some(u) if is_loopback(u) => &self.direct,
+            _ => &self.proxied,
+        };
         let started = Instant::now();
-        let mut request = self.http.get(url);
+        let mut request = http.get(url);
         if auth {
             request = request.header(AUTHORIZATION, self.auth.clone());
         }
@@ -129,12 +167,30 @@ impl Client {
                 metric_timer(endpoint.name, elapsed, None, false);
                 // reqwest repeats the URL in its message; it is already in ours.
                 let e = e.without_url();
-                return Err(Failure::retry(format!("GET {url} failed: {}", chain(&e))));
+                let why = format!("GET {shown} failed: {}", chain(&e));
+                if e.is_redirect() {
+                    return Err(Failure::Fatal(Error::Api(why)));
+                }
+                if why.contains("proxy auth") {
+                    return Err(Failure::Fatal(Error::Api(format!("{why}; {PROXY_ADVICE}"))));
+                }
+                return Err(Failure::retry(why));
             }
         };
         let status = resp.status();
         metric_timer(endpoint.name, elapsed, Some(status), status.is_success());
+        // Where the answer came from, when a redirect led to another origin.
+        let elsewhere = parsed
+            .as_ref()
+            .filter(|u| u.origin() != resp.url().origin())
+            .map(|_| redact::origin(resp.url()));
         if status.is_success() {
+            if let Some(host) = &elsewhere {
+                tracing::info!(
+                    "GET {shown} was redirected to {host}{}",
+                    if auth { " (without the API key)" } else { "" }
+                );
+            }
             return Ok(resp);
         }
 
@@ -144,7 +200,14 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let body = resp.bytes().await.unwrap_or_default();
-        let detail = format!("GET {url} answered HTTP {status}: {}", snippet(&body));
+        let via = match &elsewhere {
+            Some(host) => format!(" after a redirect to {host}"),
+            None => String::new(),
+        };
+        let detail = format!(
+            "GET {shown} answered HTTP {status}{via}: {}",
+            snippet(&body)
+        );
         tracing::warn!("{detail}");
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
@@ -155,36 +218,78 @@ impl Client {
                 retry_after,
             });
         }
-        let advice = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+        let redirected_advice;
+        let advice = match (status, &elsewhere) {
+            (StatusCode::PROXY_AUTHENTICATION_REQUIRED, _) => PROXY_ADVICE,
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Some(host)) if auth => {
+                redirected_advice = format!(
+                    "the API key was not sent to {host}, as it goes only to base_url's origin ({}); if the API now lives there, set base_url to it",
+                    redact::url(&self.origin.ascii_serialization())
+                );
+                &redirected_advice
+            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
                 "check that api_key is a valid FullStory API key with Admin or Architect rights"
             }
-            StatusCode::NOT_FOUND => endpoint.not_found,
+            (StatusCode::NOT_FOUND, _) => endpoint.not_found,
             _ => "check the config (api_key, base_url)",
         };
         Err(Failure::Fatal(Error::Api(format!("{detail}; {advice}"))))
     }
 }
 
-/// An error with its causes, on one line (reqwest's top message alone is vague).
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    one_line(err)
+/// One reqwest client; `proxy` says whether proxy environment variables apply.
+fn build(config: &Config, proxy: bool) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(config.user_agent.clone())
+        .connect_timeout(config.connect_timeout)
+        // A read timeout, not a total one: a multi-GB bundle may take
+        // many minutes, but a silent connection must not hang the run.
+        .read_timeout(config.request_timeout)
+        .redirect(reqwest::redirect::Policy::custom(
+            |attempt| match check_redirect(attempt.url(), attempt.previous().len()) {
+                Ok(()) => attempt.follow(),
+                Err(why) => attempt.error(why),
+            },
+        ));
+    if !proxy {
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(Error::HttpClient)
 }
 
-/// The start of a response body, printable on one line.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let one_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if body.is_empty() {
-        "(empty body)".to_string()
-    } else if body.len() > 200 {
-        format!("{}...", one_line.trim())
-    } else {
-        one_line.trim().to_string()
+/// Whether a redirect to `next`, after `hops` earlier ones, may be followed.
+fn check_redirect(next: &Url, hops: usize) -> Result<(), String> {
+    if hops >= MAX_REDIRECTS {
+        return Err(format!(
+            "more than {MAX_REDIRECTS} redirects (the last to {}); check base_url",
+            redact::origin(next)
+        ));
     }
+    match next.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(next) => Ok(()),
+        other => Err(format!(
+            "refusing to follow a redirect to {} (plain {other} to a host other than loopback); check base_url",
+            redact::origin(next)
+        )),
+    }
+}
+
+/// Whether a URL points at this machine (127.0.0.0/8, ::1, localhost).
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// An error with its causes, on one line and redacted (reqwest's top
+/// message alone is vague, and may quote URLs).
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    redact::redact(&one_line(err))
 }
 
 /// Logs a singer-python style `http_request_duration` timer.
@@ -218,13 +323,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    #[test]
-    fn snippets_are_one_short_line() {
-        assert_eq!(snippet(b""), "(empty body)");
-        assert_eq!(snippet(b"a\nb"), "a b");
-        assert!(snippet(&[b'x'; 500]).ends_with("..."));
-    }
-
     const ENDPOINT: Endpoint = Endpoint {
         name: "test",
         not_found: "gone",
@@ -232,6 +330,14 @@ mod tests {
 
     /// Serves one request on 127.0.0.1 and hands back its head, lower-cased.
     fn one_shot_server() -> (String, std::thread::JoinHandle<String>) {
+        one_shot_server_answering(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+    }
+
+    fn one_shot_server_answering(
+        answer: &'static [u8],
+    ) -> (String, std::thread::JoinHandle<String>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let handle = std::thread::spawn(move || {
@@ -241,8 +347,7 @@ mod tests {
             while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
                 head.push(byte[0]);
             }
-            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .unwrap();
+            conn.write_all(answer).unwrap();
             String::from_utf8_lossy(&head).to_lowercase()
         });
         (url, handle)
@@ -283,5 +388,72 @@ mod tests {
             _ => String::new(),
         };
         assert!(!text.contains("secret-key"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_407_blames_the_proxy_not_the_key() {
+        let (url, server) = one_shot_server_answering(
+            b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        );
+        let client = client(&url);
+        let text = match client.get(&format!("{url}/a"), ENDPOINT).await {
+            Err(Failure::Fatal(e)) => e.to_string(),
+            other => panic!("not fatal: {other:?}"),
+        };
+        server.join().unwrap();
+        assert!(
+            text.contains("proxy") && text.contains("HTTPS_PROXY"),
+            "{text}"
+        );
+        assert!(!text.contains("api_key"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_key_never_goes_over_plain_http_beyond_loopback() {
+        let mut raw = crate::config::RawConfig::default();
+        raw.set_for_test("api_key", "secret-key");
+        raw.set_for_test("start_date", "2024-01-01");
+        raw.set_for_test("base_url", "https://api.example");
+        let mut config = raw.validate(chrono::Utc::now()).unwrap();
+        // As if validation had been bypassed.
+        config.base_url = "http://api.example".into();
+        let client = Client::new(&config).unwrap();
+        let text = match client.get("http://api.example/a", ENDPOINT).await {
+            Err(Failure::Fatal(e)) => e.to_string(),
+            other => panic!("not refused: {other:?}"),
+        };
+        assert!(text.contains("plain http"), "{text}");
+    }
+
+    #[test]
+    fn redirects_to_plain_http_elsewhere_or_too_many_are_refused() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert!(check_redirect(&url("https://s3.example/x?sig=1"), 0).is_ok());
+        assert!(check_redirect(&url("http://127.0.0.1:81/x"), 0).is_ok());
+        let err = check_redirect(&url("http://s3.example/x?X-Amz-Signature=zz"), 0).unwrap_err();
+        assert!(
+            err.contains("http://s3.example") && !err.contains("zz"),
+            "{err}"
+        );
+        assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS).is_err());
+    }
+
+    #[test]
+    fn loopback_is_recognised() {
+        for yes in [
+            "http://127.0.0.1:1",
+            "http://127.8.9.1",
+            "http://[::1]:2",
+            "http://LocalHost",
+        ] {
+            assert!(is_loopback(&Url::parse(yes).unwrap()), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.1",
+            "https://export.fullstory.com",
+            "http://localhost.example",
+        ] {
+            assert!(!is_loopback(&Url::parse(no).unwrap()), "{no}");
+        }
     }
 }

@@ -91,6 +91,8 @@ impl DataExport {
                 chain(&e.without_url())
             ))
         })?;
+        let body = crate::http::body::decoded(&body)
+            .map_err(|why| Failure::retry(format!("reading the bundle list failed: {why}")))?;
         let parsed: ListBody = serde_json::from_slice(&body).map_err(|e| {
             Failure::retry(format!(
                 "the bundle list is not the expected JSON ({e}): {}",

@@ -91,7 +91,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "base_url",
         Kind::String,
         Some("https://export.fullstory.com"),
-        "Export API host. http:// is accepted only for loopback addresses.",
+        "Export API host, optionally with a path; no user name, password, query or fragment. http:// is accepted only for loopback addresses.",
     ),
     setting(
         "user_agent",

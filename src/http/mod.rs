@@ -174,6 +174,11 @@ impl Client {
                 if why.contains("proxy auth") {
                     return Err(Failure::Fatal(Error::Api(format!("{why}; {PROXY_ADVICE}"))));
                 }
+                if why.contains("tunnel error") {
+                    return Err(Failure::retry(format!(
+                        "{why} (the connection goes through a proxy; check the HTTPS_PROXY, ALL_PROXY and NO_PROXY environment variables)"
+                    )));
+                }
                 return Err(Failure::retry(why));
             }
         };

@@ -59,7 +59,24 @@ fn assert_nothing_secret(run: &Run) {
 fn the_key_echoed_by_a_server_is_redacted_from_every_log_line() {
     let specs = bundles(2, 3, Encoding::GzipFile);
 
-    // A 500 that is retried until retries run out.
+    // A gateway echoing the request it was sent, key and all, with a 502
+    // that is retried until retries run out.
+    let srv = server(specs.clone());
+    for _ in 0..5 {
+        srv.push_fault(Route::List, Fault::Echo { code: 502 });
+    }
+    let run = Tap::new().config(&config(&srv)).run().failure(1);
+    assert!(run.last_log().contains("HTTP 502"), "{}", run.last_log());
+    assert!(
+        run.last_log()
+            .to_lowercase()
+            .contains("authorization: [redacted]"),
+        "{}",
+        run.last_log()
+    );
+    run.assert_no_secret();
+
+    // A 500 whose JSON body quotes the key in every form.
     let srv = server(specs.clone());
     for _ in 0..5 {
         srv.push_fault(

@@ -135,6 +135,10 @@ pub enum Fault {
     LyingContentLength { declared: usize },
     /// Read the request, then close without answering.
     Drop,
+    /// Answer with this status and, as a `text/plain` body, the request line
+    /// and headers as received, the way debug proxies and WAF pages echo
+    /// them (the `Authorization` header included).
+    Echo { code: u16 },
 }
 
 impl Fault {
@@ -148,6 +152,7 @@ impl Fault {
             Fault::Body { .. } => "body",
             Fault::LyingContentLength { .. } => "lying-content-length",
             Fault::Drop => "drop",
+            Fault::Echo { .. } => "echo",
         }
     }
 }
@@ -480,6 +485,14 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 Delivery::Full,
             ),
             Some(Fault::Drop) => (None, Delivery::Full),
+            Some(Fault::Echo { code }) => (
+                Some(Response {
+                    status: code,
+                    headers: vec![("Content-Type".into(), "text/plain".into())],
+                    body: Cow::Owned(echo(&req)),
+                }),
+                Delivery::Full,
+            ),
             // The remaining faults distort the normal response, which then
             // does not count against the rate limit.
             Some(other) => {
@@ -636,6 +649,20 @@ impl Shared {
         out.push_str("]}");
         out.into_bytes()
     }
+}
+
+/// The request head as received, for `Fault::Echo`.
+fn echo(req: &Request) -> Vec<u8> {
+    let mut out = format!("{} {}", req.method, req.path);
+    if !req.query.is_empty() {
+        out.push('?');
+        out.push_str(&req.query);
+    }
+    out.push_str(" HTTP/1.1\r\n");
+    for (name, value) in &req.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.into_bytes()
 }
 
 /// Write `resp` as `delivery` says, then close the connection.

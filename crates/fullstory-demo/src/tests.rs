@@ -682,6 +682,13 @@ fn body_faults() {
     assert_eq!(reqs.last().unwrap().status, None);
     assert_eq!(reqs.last().unwrap().fault, Some("drop"));
     assert_eq!(server.get_count(&id), 6);
+
+    server.push_fault(Route::List, Fault::Echo { code: 502 });
+    let r = get(&server, "/api/v1/export/list?start=1", Some(KEY));
+    assert_eq!(r.status, 502);
+    let echoed = String::from_utf8_lossy(&r.body).to_lowercase();
+    assert!(echoed.starts_with("get /api/v1/export/list?start=1 http/1.1\r\n"));
+    assert!(echoed.contains(&format!("authorization: basic {}", KEY.to_lowercase())));
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub(crate) mod body;
 pub(crate) mod pace;
 pub(crate) mod retry;
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
@@ -61,9 +62,12 @@ pub(crate) struct Endpoint {
 /// plain http to anything but loopback, whatever the config says.
 pub(crate) struct Client {
     /// For everything but loopback: honours HTTPS_PROXY and friends.
-    proxied: reqwest::Client,
+    proxied: OnceLock<reqwest::Client>,
     /// For loopback: never through a proxy.
-    direct: reqwest::Client,
+    direct: OnceLock<reqwest::Client>,
+    /// How to build either; only the one base_url needs is built up front
+    /// (building one takes a noticeable moment).
+    settings: Settings,
     base_url: String,
     /// Scheme, host and port of `base_url`: the only origin the key is sent to.
     origin: url::Origin,
@@ -95,13 +99,36 @@ impl Client {
                 ))
             })?
             .origin();
-        Ok(Client {
-            proxied: build(config, true)?,
-            direct: build(config, false)?,
+        let client = Client {
+            proxied: OnceLock::new(),
+            direct: OnceLock::new(),
+            settings: Settings {
+                user_agent: config.user_agent.clone(),
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+            },
             base_url: config.base_url.clone(),
             origin,
             auth,
-        })
+        };
+        // A client that cannot be built stops the run before it starts.
+        let loopback = Url::parse(&config.base_url).is_ok_and(|u| is_loopback(&u));
+        client.http(loopback)?;
+        Ok(client)
+    }
+
+    /// The reqwest client for loopback (direct) or anything else (proxied).
+    fn http(&self, loopback: bool) -> Result<&reqwest::Client, Error> {
+        let (cell, proxy) = if loopback {
+            (&self.direct, false)
+        } else {
+            (&self.proxied, true)
+        };
+        if let Some(client) = cell.get() {
+            return Ok(client);
+        }
+        let built = build(&self.settings, proxy)?;
+        Ok(cell.get_or_init(|| built))
     }
 
     /// The configured API host, without a trailing slash.
@@ -150,10 +177,9 @@ impl Client {
         let shown = redact::url(url);
         tracing::info!("GET {shown}");
         let parsed = Url::parse(url).ok();
-        let http = match &parsed {
-            Some(u) if is_loopback(u) => &self.direct,
-            _ => &self.proxied,
-        };
+        let http = self
+            .http(parsed.as_ref().is_some_and(is_loopback))
+            .map_err(Failure::Fatal)?;
         let started = Instant::now();
         let mut request = http.get(url);
         if auth {
@@ -243,14 +269,24 @@ impl Client {
     }
 }
 
+/// What a reqwest client is built from.
+struct Settings {
+    user_agent: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
 /// One reqwest client; `proxy` says whether proxy environment variables apply.
-fn build(config: &Config, proxy: bool) -> Result<reqwest::Client, Error> {
+fn build(settings: &Settings, proxy: bool) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(config.user_agent.clone())
-        .connect_timeout(config.connect_timeout)
+        .user_agent(settings.user_agent.clone())
+        .connect_timeout(settings.connect_timeout)
         // A read timeout, not a total one: a multi-GB bundle may take
         // many minutes, but a silent connection must not hang the run.
-        .read_timeout(config.request_timeout)
+        .read_timeout(settings.request_timeout)
+        // A Referer would hand the previous URL, query and all (a signed
+        // link's signature), to the next host.
+        .referer(false)
         .redirect(reqwest::redirect::Policy::custom(
             |attempt| match check_redirect(attempt.url(), attempt.previous().len()) {
                 Ok(()) => attempt.follow(),
@@ -263,9 +299,10 @@ fn build(config: &Config, proxy: bool) -> Result<reqwest::Client, Error> {
     builder.build().map_err(Error::HttpClient)
 }
 
-/// Whether a redirect to `next`, after `hops` earlier ones, may be followed.
-fn check_redirect(next: &Url, hops: usize) -> Result<(), String> {
-    if hops >= MAX_REDIRECTS {
+/// Whether a redirect to `next` may be followed, `visited` URLs into the
+/// request (the first URL and every hop so far, as reqwest counts them).
+fn check_redirect(next: &Url, visited: usize) -> Result<(), String> {
+    if visited > MAX_REDIRECTS {
         return Err(format!(
             "more than {MAX_REDIRECTS} redirects (the last to {}); check base_url",
             redact::origin(next)
@@ -433,14 +470,15 @@ mod tests {
     #[test]
     fn redirects_to_plain_http_elsewhere_or_too_many_are_refused() {
         let url = |s: &str| Url::parse(s).unwrap();
-        assert!(check_redirect(&url("https://s3.example/x?sig=1"), 0).is_ok());
-        assert!(check_redirect(&url("http://127.0.0.1:81/x"), 0).is_ok());
-        let err = check_redirect(&url("http://s3.example/x?X-Amz-Signature=zz"), 0).unwrap_err();
+        assert!(check_redirect(&url("https://s3.example/x?sig=1"), 1).is_ok());
+        assert!(check_redirect(&url("http://127.0.0.1:81/x"), 1).is_ok());
+        let err = check_redirect(&url("http://s3.example/x?X-Amz-Signature=zz"), 1).unwrap_err();
         assert!(
             err.contains("http://s3.example") && !err.contains("zz"),
             "{err}"
         );
-        assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS).is_err());
+        assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS).is_ok());
+        assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS + 1).is_err());
     }
 
     #[test]

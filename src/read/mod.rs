@@ -378,10 +378,18 @@ mod properties {
             let close = plain.iter().rposition(|b| *b == b']').unwrap();
             let at = cut.index(close + 1);
             prop_assert!(read_all(&plain[..at], sizes.clone()).is_err(), "plain cut at {}", at);
-            // Gzip: any cut at all loses a trailer.
-            let gz = gzip_members(&plain, &cuts);
+            // Gzip: any cut loses a trailer, unless it falls between two
+            // members after the whole array (a cut point at the very end
+            // leaves an empty last member, and the body before it is whole).
+            let (gz, ends) = gzip_members_ending(&plain, &cuts);
             let at = cut.index(gz.len());
-            prop_assert!(read_all(&gz[..at], sizes).is_err(), "gzip cut at {}", at);
+            let whole = ends.iter().any(|&(gz_end, p)| gz_end == at && p == plain.len());
+            let got = read_all(&gz[..at], sizes);
+            if whole {
+                prop_assert_eq!(got.unwrap().len(), events.len(), "gzip cut at {}", at);
+            } else {
+                prop_assert!(got.is_err(), "gzip cut at {}", at);
+            }
         }
 
         #[test]
@@ -422,7 +430,17 @@ mod properties {
                     let want: Vec<Vec<u8>> = lines.map(<[u8]>::to_vec).collect();
                     prop_assert_eq!(got.unwrap(), want, "gzip cut at {}", at);
                 }
-                _ => prop_assert!(got.is_err(), "gzip cut at {}", at),
+                // Between two members inside a line: the reader cannot tell
+                // a cut line from a whole one, but the cut line is never a
+                // JSON object, so the shaper's parse refuses it.
+                Some(p) => {
+                    if let Ok(got) = got {
+                        let last = got.last().expect("a cut line comes out as an event");
+                        prop_assert!(serde_json::from_slice::<serde_json::Value>(last).is_err(), "gzip cut at {}", at);
+                        prop_assert!(plain[..p].ends_with(last));
+                    }
+                }
+                None => prop_assert!(got.is_err(), "gzip cut at {}", at),
             }
         }
     }

@@ -558,6 +558,19 @@ mod tests {
     }
 
     #[test]
+    fn impossible_dates_move_to_extra_fields() {
+        let (_, v) = shape(
+            &mut shaper(),
+            r#"{"EventStart":"2023-13-45T99:99:99Z","PageStart":"2023-02-29T00:00:00Z","SessionStart":"2024-02-29T00:00:00\u005a"}"#,
+        );
+        let rec = &v["record"];
+        assert!(rec.get("EventStart").is_none() && rec.get("PageStart").is_none());
+        assert_eq!(rec["ExtraFields"]["EventStart"], "2023-13-45T99:99:99Z");
+        assert_eq!(rec["ExtraFields"]["PageStart"], "2023-02-29T00:00:00Z");
+        assert_eq!(rec["SessionStart"], "2024-02-29T00:00:00Z");
+    }
+
+    #[test]
     fn our_own_field_names_in_an_event_are_kept_as_extras() {
         let (_, v) = shape(
             &mut shaper(),

@@ -42,38 +42,42 @@ pub fn from_unix(secs: i64) -> Option<DateTime<Utc>> {
     Utc.timestamp_opt(secs, 0).single()
 }
 
-/// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)`).
+/// Whether `text` is an RFC 3339 date-time (`YYYY-MM-DDTHH:MM:SS[.f](Z|±HH:MM)`)
+/// that names a real instant: month 1-12, a day the month has (leap years
+/// included), hour 0-23, minute and second 0-59, offset under 24 hours, year
+/// 1 or later. Leap second `:60` and year 0 are refused because Python's
+/// `datetime` (and so most loaders) cannot hold them.
 ///
 /// Checked on every timestamp field of every event, so it looks at bytes and
 /// never allocates; it accepts lower-case `t`/`z` as RFC 3339 does.
 pub fn is_rfc3339(text: &[u8]) -> bool {
-    fn digits(b: &[u8]) -> bool {
-        b.iter().all(u8::is_ascii_digit)
+    /// The two- or four-digit number at `b`, or `None` if any byte is not a digit.
+    fn num(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
     }
-    if text.len() < 20 {
+    if text.len() < 20 || text[4] != b'-' || text[7] != b'-' {
         return false;
     }
-    let (date, rest) = text.split_at(10);
-    if !(digits(&date[0..4])
-        && date[4] == b'-'
-        && digits(&date[5..7])
-        && date[7] == b'-'
-        && digits(&date[8..10]))
-    {
+    let (Some(year), Some(month), Some(day)) =
+        (num(&text[0..4]), num(&text[5..7]), num(&text[8..10]))
+    else {
+        return false;
+    };
+    if year == 0 || !(1..=days_in_month(year, month)).contains(&day) {
         return false;
     }
-    if !matches!(rest[0], b'T' | b't' | b' ') {
+    if !matches!(text[10], b'T' | b't' | b' ') {
         return false;
     }
-    let time = &rest[1..];
-    if time.len() < 9
-        || !(digits(&time[0..2])
-            && time[2] == b':'
-            && digits(&time[3..5])
-            && time[5] == b':'
-            && digits(&time[6..8]))
-    {
+    let time = &text[11..];
+    if time.len() < 9 || time[2] != b':' || time[5] != b':' {
         return false;
+    }
+    match (num(&time[0..2]), num(&time[3..5]), num(&time[6..8])) {
+        (Some(0..=23), Some(0..=59), Some(0..=59)) => {}
+        _ => return false,
     }
     let mut tail = &time[8..];
     if tail.first() == Some(&b'.') {
@@ -85,8 +89,23 @@ pub fn is_rfc3339(text: &[u8]) -> bool {
     }
     match tail {
         [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => digits(&[*h1, *h2, *m1, *m2]),
+        [b'+' | b'-', h @ .., b':', m1, m2] if h.len() == 2 => {
+            matches!((num(h), num(&[*m1, *m2])), (Some(0..=23), Some(0..=59)))
+        }
         _ => false,
+    }
+}
+
+/// Days in `month` of `year` (proleptic Gregorian); 0 for a month that does not exist.
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
+        2 => 28,
+        _ => 0,
     }
 }
 
@@ -131,6 +150,35 @@ mod tests {
             "2020/08/27T06:20:26Z",
             "2020-08-27T06:20:26+0200",
             "",
+        ] {
+            assert!(!is_rfc3339(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn impossible_dates_are_not_rfc3339() {
+        for ok in [
+            "2024-02-29T23:59:59Z",
+            "2000-02-29T00:00:00Z",
+            "2023-12-31T00:00:00.5-23:59",
+            "2023-01-31T12:00:00+14:00",
+        ] {
+            assert!(is_rfc3339(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "2023-13-45T99:99:99Z",
+            "2023-00-10T00:00:00Z",
+            "2023-01-00T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2023-04-31T00:00:00Z",
+            "2023-01-01T24:00:00Z",
+            "2023-01-01T00:60:00Z",
+            "2023-01-01T00:00:60Z",
+            "2023-01-01T00:00:00+24:00",
+            "2023-01-01T00:00:00+01:60",
+            "0000-01-01T00:00:00Z",
+            "2023-01-01T00:00:00+1:000",
         ] {
             assert!(!is_rfc3339(bad.as_bytes()), "{bad}");
         }

@@ -659,3 +659,33 @@ fn blocked_on_pipe(pid: i32) -> bool {
         std::fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.contains("pipe_write"))
     })
 }
+
+// ---- values that are faithful but that targets cannot load -----------------
+
+/// Runs one bundle of these events to completion; every line must load.
+fn run_events(json: &str, events: usize) -> Run {
+    let specs = one_bundle(json.as_bytes().to_vec(), events);
+    let srv = server(specs.clone());
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_complete(&run, &specs);
+    run
+}
+
+#[test]
+fn impossible_dates_are_kept_in_extra_fields() {
+    let run = run_events(
+        r#"[{"UserId":1,"EventStart":"2023-13-45T99:99:99Z","PageStart":"2023-02-29T00:00:00Z","SessionStart":"2024-02-29T23:59:59.5+01:00"}]"#,
+        1,
+    );
+    let rec = &run.records()[0];
+    assert!(rec.get("EventStart").is_none() && rec.get("PageStart").is_none());
+    assert_eq!(rec["ExtraFields"]["EventStart"], "2023-13-45T99:99:99Z");
+    assert_eq!(rec["ExtraFields"]["PageStart"], "2023-02-29T00:00:00Z");
+    assert_eq!(rec["SessionStart"], "2024-02-29T23:59:59.5+01:00");
+    assert!(
+        run.stderr
+            .contains("field EventStart has a value that is not of its schema type"),
+        "{}",
+        run.stderr
+    );
+}

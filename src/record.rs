@@ -143,6 +143,17 @@ pub struct Shaper {
     suffix: Vec<u8>,
     events: u64,
     warned_unselected_extra: HashSet<String>,
+    counts: Counts,
+}
+
+/// What this bundle needed changed so targets can load it; reported once
+/// per bundle by [`Shaper::finish_bundle`].
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Counts {
+    /// Numbers written as strings of their text (beyond `i64` or `f64`).
+    pub numbers_as_text: u64,
+    /// Values nested past [`MAX_DEPTH`], written as strings of their text.
+    pub too_deep: u64,
 }
 
 const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
@@ -181,6 +192,7 @@ impl Shaper {
             suffix: Vec::new(),
             events: 0,
             warned_unselected_extra: HashSet::new(),
+            counts: Counts::default(),
         };
         shaper.start_bundle(Utc::now());
         shaper
@@ -191,11 +203,31 @@ impl Shaper {
         self.repeats.clear();
         self.repeat_order.clear();
         self.events = 0;
+        self.counts = Counts::default();
         self.suffix.clear();
         self.suffix.extend_from_slice(br#"},"time_extracted":""#);
         self.suffix
             .extend_from_slice(format_micros(extracted).as_bytes());
         self.suffix.extend_from_slice(b"\"}\n");
+    }
+
+    /// Warns about what this bundle's values needed changed, if anything, and
+    /// returns the counts. Call once the whole bundle has been shaped.
+    pub fn finish_bundle(&mut self) -> Counts {
+        let c = self.counts;
+        if c.numbers_as_text > 0 {
+            tracing::warn!(
+                "{} numbers in this bundle are beyond what targets hold (64-bit integers, finite doubles); each is kept as a string of its exact text",
+                c.numbers_as_text
+            );
+        }
+        if c.too_deep > 0 {
+            tracing::warn!(
+                "{} values in this bundle nest deeper than {MAX_DEPTH} levels; each is kept as a string of its JSON text",
+                c.too_deep
+            );
+        }
+        c
     }
 
     /// Appends the RECORD line for one event (a JSON object) to `out`.
@@ -302,9 +334,10 @@ impl Shaper {
 
     /// Handles one key/value pair of the event.
     fn field(&mut self, key: &str, key_escaped: bool, raw: &RawValue, out: &mut Vec<u8>) {
-        let value = raw.get().as_bytes();
+        let text = raw.get();
+        let value = text.as_bytes();
         let Some(idx) = self.by_name.get(key) else {
-            self.push_extra(key, key_escaped, value);
+            self.push_extra(key, key_escaped, text);
             return;
         };
         let slot = &mut self.slots[idx];
@@ -325,16 +358,28 @@ impl Shaper {
                     slot.kind
                 );
             }
-            self.push_extra(key, key_escaped, value);
+            self.push_extra(key, key_escaped, text);
+            return;
+        }
+        let nested = match value[0] {
+            b'{' | b'[' => scan_nested(value),
+            _ => Nested::Fine,
+        };
+        if nested == Nested::TooDeep {
+            self.push_extra(key, key_escaped, text);
             return;
         }
         out.extend_from_slice(b",\"");
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        out.extend_from_slice(value);
+        if nested == Nested::BadNumbers {
+            self.counts.numbers_as_text += quote_bad_numbers(value, out);
+        } else {
+            out.extend_from_slice(value);
+        }
     }
 
-    fn push_extra(&mut self, key: &str, key_escaped: bool, value: &[u8]) {
+    fn push_extra(&mut self, key: &str, key_escaped: bool, text: &str) {
         if !self.extra_selected {
             // Look before inserting: this runs per key per event, and the
             // key is only copied the first time it is seen.
@@ -358,7 +403,27 @@ impl Shaper {
             self.extras.push(b'"');
         }
         self.extras.push(b':');
-        self.extras.extend_from_slice(value);
+        let value = text.as_bytes();
+        match value.first() {
+            Some(b'{' | b'[') => match scan_nested(value) {
+                Nested::Fine => self.extras.extend_from_slice(value),
+                Nested::TooDeep => {
+                    self.counts.too_deep += 1;
+                    // Escaping a `&str` cannot fail.
+                    let _ = serde_json::to_writer(&mut self.extras, text);
+                }
+                Nested::BadNumbers => {
+                    self.counts.numbers_as_text += quote_bad_numbers(value, &mut self.extras);
+                }
+            },
+            Some(b'-' | b'0'..=b'9') if !number_token_fits(value) => {
+                self.counts.numbers_as_text += 1;
+                self.extras.push(b'"');
+                self.extras.extend_from_slice(value);
+                self.extras.push(b'"');
+            }
+            _ => self.extras.extend_from_slice(value),
+        }
     }
 }
 
@@ -374,8 +439,9 @@ fn fits(kind: FieldKind, value: &[u8]) -> bool {
         FieldKind::Integer => {
             (first == b'-' || first.is_ascii_digit())
                 && !value.iter().any(|b| matches!(b, b'.' | b'e' | b'E'))
+                && integer_fits(value)
         }
-        FieldKind::Number => first == b'-' || first.is_ascii_digit(),
+        FieldKind::Number => (first == b'-' || first.is_ascii_digit()) && number_fits(value),
         FieldKind::String => first == b'"',
         FieldKind::DateTime => {
             first == b'"'
@@ -390,6 +456,135 @@ fn fits(kind: FieldKind, value: &[u8]) -> bool {
         FieldKind::Boolean => first == b't' || first == b'f',
         FieldKind::Object => first == b'{',
     }
+}
+
+/// How deep a value may nest and still be written as JSON. serde_json refuses
+/// lines nested past 128 levels by default (Python and Jackson stop near
+/// 1000); the RECORD envelope adds three levels and loaders often wrap a row
+/// in one or two more, so 64 leaves half of the tightest limit spare. Real
+/// event values nest one or two levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether an integer's text fits in an `i64`. Out of that range is what a
+/// target cannot hold: a Postgres `bigint` and a Java `long` are signed 64-bit,
+/// so `u64` values above `i64::MAX` do not fit either.
+fn integer_fits(text: &[u8]) -> bool {
+    // Eighteen digits always fit; only longer text needs parsing.
+    text.len() <= 18 || std::str::from_utf8(text).is_ok_and(|t| t.parse::<i64>().is_ok())
+}
+
+/// Whether a number's text is a finite `f64` (`1e400` is not: targets turn
+/// it into Infinity, which is not JSON).
+fn number_fits(text: &[u8]) -> bool {
+    // Without an exponent, 300 characters cannot reach f64::MAX (about 1.8e308).
+    (text.len() <= 300 && !text.iter().any(|b| matches!(b, b'e' | b'E')))
+        || std::str::from_utf8(text).is_ok_and(|t| t.parse::<f64>().is_ok_and(f64::is_finite))
+}
+
+/// Whether a JSON number token is one every target can hold: an integer in
+/// `i64` range, or any other number that is a finite `f64`.
+fn number_token_fits(text: &[u8]) -> bool {
+    if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        number_fits(text)
+    } else {
+        integer_fits(text)
+    }
+}
+
+/// What a nested value (object or array) needs before it can be written.
+#[derive(Debug, PartialEq)]
+enum Nested {
+    /// Nothing: copy it as it is.
+    Fine,
+    /// Deeper than [`MAX_DEPTH`]: write its text as a string.
+    TooDeep,
+    /// Holds numbers no target can hold: quote them.
+    BadNumbers,
+}
+
+/// Index just past the string whose opening quote is before `i`.
+fn string_end(v: &[u8], mut i: usize) -> usize {
+    while let Some(k) = memchr::memchr2(b'"', b'\\', &v[i..]) {
+        if v[i + k] == b'"' {
+            return i + k + 1;
+        }
+        i += k + 2;
+        if i >= v.len() {
+            break;
+        }
+    }
+    v.len()
+}
+
+/// Index just past the number token starting at `i`.
+fn number_end(v: &[u8], i: usize) -> usize {
+    i + v[i..]
+        .iter()
+        .take_while(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        .count()
+}
+
+/// One pass over a nested value's (valid) JSON text: its depth and numbers.
+fn scan_nested(v: &[u8]) -> Nested {
+    let mut depth = 0usize;
+    let mut bad = false;
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'"' => {
+                i = string_end(v, i + 1);
+                continue;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Nested::TooDeep;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let end = number_end(v, i);
+                bad |= !number_token_fits(&v[i..end]);
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if bad {
+        Nested::BadNumbers
+    } else {
+        Nested::Fine
+    }
+}
+
+/// Copies a nested value to `out` with each number no target can hold
+/// written as a string of its exact text; returns how many there were.
+fn quote_bad_numbers(v: &[u8], out: &mut Vec<u8>) -> u64 {
+    let mut quoted = 0;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'"' => i = string_end(v, i + 1),
+            b'-' | b'0'..=b'9' => {
+                let end = number_end(v, i);
+                if !number_token_fits(&v[i..end]) {
+                    out.extend_from_slice(&v[copied..i]);
+                    out.push(b'"');
+                    out.extend_from_slice(&v[i..end]);
+                    out.push(b'"');
+                    copied = end;
+                    quoted += 1;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    out.extend_from_slice(&v[copied..]);
+    quoted
 }
 
 /// The value as compared for identity: a string's decoded text, or the raw
@@ -624,14 +819,72 @@ mod tests {
     }
 
     #[test]
-    fn deep_nesting_passes_through_whole() {
-        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
-        let mut out = Vec::new();
-        shaper()
-            .shape(format!(r#"{{"evt_deep":{deep}}}"#).as_bytes(), &mut out)
-            .unwrap();
-        let line = String::from_utf8(out).unwrap();
-        assert!(line.contains(&format!(r#"{{"evt_deep":{deep}}}"#)));
+    fn too_deep_values_become_strings_of_their_text() {
+        let mut s = shaper();
+        // At the limit the value is copied as it is.
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let (line, _) = shape(&mut s, &format!(r#"{{"evt_ok":{ok},"UserId":1}}"#));
+        assert!(line.contains(&format!(r#"{{"evt_ok":{ok}}}"#)));
+        assert_eq!(s.finish_bundle().too_deep, 0);
+        // Past it (even far past it) the whole value becomes a string of its
+        // text, which a parser with serde_json's default limit of 128 reads.
+        for levels in [MAX_DEPTH + 1, 10_000] {
+            let deep = format!(
+                r#"{}{{"a":"]\"[","n":1e999}}{}"#,
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            );
+            let event = format!(r#"{{"evt_deep":{deep},"UserId":[{deep}]}}"#);
+            let (_, v) = shape(&mut s, &event);
+            let extra = &v["record"]["ExtraFields"];
+            assert_eq!(extra["evt_deep"].as_str(), Some(deep.as_str()));
+            assert_eq!(extra["UserId"].as_str(), Some(format!("[{deep}]").as_str()));
+        }
+        assert_eq!(s.finish_bundle().too_deep, 4);
+        // Brackets inside strings do not count.
+        let text = format!(r#"["{}"]"#, "[".repeat(1000));
+        assert_eq!(scan_nested(text.as_bytes()), Nested::Fine);
+    }
+
+    #[test]
+    fn numbers_targets_cannot_hold_are_kept_as_text() {
+        let mut s = shaper();
+        let (line, v) = shape(
+            &mut s,
+            r#"{"UserId":9223372036854775808,"SessionId":-9223372036854775808,"PageId":123456789012345678901234567890,"EventCumulativeLayoutShift":1e400,"PageDuration":9223372036854775807,"evt_big_int":123456789012345678901234567890,"evt_huge_real":-1.5E+309,"evt_ok_real":1e300,"evt_ok_int":-9223372036854775808,"evt_obj":{"a":[1,18446744073709551616,"99999999999999999999",2.5e-400,{"b":1e400}],"c":0.1}}"#,
+        );
+        let rec = &v["record"];
+        let extra = &rec["ExtraFields"];
+        assert!(rec.get("UserId").is_none() && rec.get("PageId").is_none());
+        assert!(rec.get("EventCumulativeLayoutShift").is_none());
+        assert!(line.contains(r#""SessionId":-9223372036854775808,"#));
+        assert!(line.contains(r#""PageDuration":9223372036854775807,"#));
+        assert_eq!(extra["UserId"], "9223372036854775808");
+        assert_eq!(extra["PageId"], "123456789012345678901234567890");
+        assert_eq!(extra["EventCumulativeLayoutShift"], "1e400");
+        assert_eq!(extra["evt_big_int"], "123456789012345678901234567890");
+        assert_eq!(extra["evt_huge_real"], "-1.5E+309");
+        assert!(line.contains(r#""evt_ok_real":1e300,"evt_ok_int":-9223372036854775808,"#));
+        // Inside nested values only the offending numbers change.
+        assert!(line.contains(
+            r#""evt_obj":{"a":[1,"18446744073709551616","99999999999999999999",2.5e-400,{"b":"1e400"}],"c":0.1}"#
+        ));
+        assert_eq!(s.finish_bundle().numbers_as_text, 7);
+        for (text, fits) in [
+            ("0", true),
+            ("-0", true),
+            ("999999999999999999", true),
+            ("9223372036854775807", true),
+            ("-9223372036854775809", false),
+            ("18446744073709551615", false),
+            ("1.7976931348623157e308", true),
+            ("1.8e308", false),
+            ("1e-999", true),
+        ] {
+            assert_eq!(number_token_fits(text.as_bytes()), fits, "{text}");
+        }
+        let long = format!("1{}.5", "0".repeat(400));
+        assert!(!number_token_fits(long.as_bytes()));
     }
 
     #[test]

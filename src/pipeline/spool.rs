@@ -73,6 +73,7 @@ pub(crate) fn spool_unit(
         } => SpoolError::Write(e),
         other => SpoolError::Read(other.to_string()),
     })?;
+    shaper.finish_bundle();
     let file = writer
         .into_inner()
         .map_err(|e| SpoolError::Write(e.into_error()))?;

@@ -420,7 +420,9 @@ fn empty_bundle_moves_the_bookmark() {
 #[test]
 fn a_ten_megabyte_event_and_deep_nesting_come_through() {
     let big = "x".repeat(10 << 20);
-    let deep = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+    // Deep nesting up to the limit comes through as it is (deeper values
+    // are kept as text: see `too_deep_values_are_kept_as_json_text`).
+    let deep = format!("{}1{}", "[".repeat(64), "]".repeat(64));
     let json = format!(
         r#"[{{"UserId":1,"EventStart":"2024-01-01T00:00:00.000Z","EventTargetText":"{big}"}},{{"UserId":2,"evt_deep_strs":{deep},"evt_obj":{{"a":{{"b":{{"c":[{{"d":null}}]}}}}}}}}]"#
     );
@@ -447,7 +449,8 @@ fn integers_floats_and_strings_at_the_edges() {
     for exact in [
         r#""UserId":9223372036854775807"#,
         r#""SessionId":-9223372036854775808"#,
-        r#""PageId":18446744073709551615"#,
+        // Beyond i64 (a Postgres bigint): kept exactly, as text.
+        r#""ExtraFields":{"PageId":"18446744073709551615"}"#,
         r#""EventCumulativeLayoutShift":3.141592653589793238462643383279"#,
         r#""EventTargetText":"\u0000\t\"\\\/ \ud834\udd1e é""#,
     ] {
@@ -685,6 +688,52 @@ fn impossible_dates_are_kept_in_extra_fields() {
     assert!(
         run.stderr
             .contains("field EventStart has a value that is not of its schema type"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn numbers_targets_cannot_hold_are_kept_as_text() {
+    let run = run_events(
+        r#"[{"UserId":1,"PageId":123456789012345678901234567890,"EventCumulativeLayoutShift":1e400,"SessionId":-9223372036854775808,"evt_big_int":99999999999999999999,"user_score_real":-2E+308,"evt_list":[1,1e999,"1e999"]}]"#,
+        1,
+    );
+    let line = run.stdout.lines().find(|l| l.contains("RECORD")).unwrap();
+    assert!(
+        line.contains(r#""SessionId":-9223372036854775808"#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#""ExtraFields":{"PageId":"123456789012345678901234567890","EventCumulativeLayoutShift":"1e400","evt_big_int":"99999999999999999999","user_score_real":"-2E+308","evt_list":[1,"1e999","1e999"]}"#),
+        "{line}"
+    );
+    assert!(
+        run.stderr
+            .contains("field PageId has a value that is not of its schema type")
+    );
+    assert!(
+        run.stderr.contains("5 numbers in this bundle"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn too_deep_values_are_kept_as_json_text() {
+    let deep = format!(r#"{}{{"k":1}}{}"#, "[".repeat(500), "]".repeat(500));
+    let run = run_events(
+        &format!(r#"[{{"UserId":1,"evt_deep":{deep}}},{{"UserId":2,"evt_deep":[[1]]}}]"#),
+        2,
+    );
+    let records = run.records();
+    assert_eq!(
+        records[0]["ExtraFields"]["evt_deep"].as_str(),
+        Some(deep.as_str())
+    );
+    assert_eq!(records[1]["ExtraFields"]["evt_deep"], json!([[1]]));
+    assert!(
+        run.stderr.contains("1 values in this bundle nest deeper"),
         "{}",
         run.stderr
     );

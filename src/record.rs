@@ -144,6 +144,10 @@ pub struct Shaper {
     events: u64,
     warned_unselected_extra: HashSet<String>,
     counts: Counts,
+    /// Finds `\u` escapes, the only way a lone surrogate can be written.
+    escape_u: memchr::memmem::Finder<'static>,
+    /// The event with its lone surrogates replaced, when it had any.
+    fixed: Vec<u8>,
 }
 
 /// What this bundle needed changed so targets can load it; reported once
@@ -154,6 +158,8 @@ pub struct Counts {
     pub numbers_as_text: u64,
     /// Values nested past [`MAX_DEPTH`], written as strings of their text.
     pub too_deep: u64,
+    /// Lone UTF-16 surrogate escapes replaced by `\ufffd`.
+    pub surrogates: u64,
 }
 
 const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
@@ -193,6 +199,8 @@ impl Shaper {
             events: 0,
             warned_unselected_extra: HashSet::new(),
             counts: Counts::default(),
+            escape_u: memchr::memmem::Finder::new(b"\\u"),
+            fixed: Vec::new(),
         };
         shaper.start_bundle(Utc::now());
         shaper
@@ -221,6 +229,12 @@ impl Shaper {
                 c.numbers_as_text
             );
         }
+        if c.surrogates > 0 {
+            tracing::warn!(
+                "{} lone UTF-16 surrogate escapes in this bundle cannot be stored as UTF-8; each is replaced by \\ufffd",
+                c.surrogates
+            );
+        }
         if c.too_deep > 0 {
             tracing::warn!(
                 "{} values in this bundle nest deeper than {MAX_DEPTH} levels; each is kept as a string of its JSON text",
@@ -232,6 +246,22 @@ impl Shaper {
 
     /// Appends the RECORD line for one event (a JSON object) to `out`.
     pub fn shape(&mut self, event: &[u8], out: &mut Vec<u8>) -> Result<(), ShapeError> {
+        // A lone surrogate escape is valid JSON but no UTF-8 store takes it:
+        // swap each for the escape of U+FFFD, the same length, so every other
+        // byte stays as it is. Most events have no `\u` at all.
+        if self.escape_u.find(event).is_some() {
+            let mut fixed = std::mem::take(&mut self.fixed);
+            fixed.clear();
+            let replaced = replace_lone_surrogates(event, &mut fixed);
+            self.counts.surrogates += replaced;
+            let result = self.shape_fixed(if replaced > 0 { &fixed } else { event }, out);
+            self.fixed = fixed;
+            return result;
+        }
+        self.shape_fixed(event, out)
+    }
+
+    fn shape_fixed(&mut self, event: &[u8], out: &mut Vec<u8>) -> Result<(), ShapeError> {
         self.events += 1;
         let start = out.len();
         out.extend_from_slice(PREFIX);
@@ -587,6 +617,62 @@ fn quote_bad_numbers(v: &[u8], out: &mut Vec<u8>) -> u64 {
     quoted
 }
 
+/// The UTF-16 code unit of the four hex digits at the start of `b`.
+fn hex_unit(b: &[u8]) -> Option<u16> {
+    let digits = b.get(..4)?;
+    let text = std::str::from_utf8(digits).ok()?;
+    u16::from_str_radix(text, 16).ok()
+}
+
+/// Copies `event` to `out` with each `\u` escape of a lone surrogate (a
+/// high one not followed by a low one, or a low one on its own) replaced by
+/// `\ufffd`; returns how many. Writes nothing when there are none.
+fn replace_lone_surrogates(event: &[u8], out: &mut Vec<u8>) -> u64 {
+    let mut replaced = 0;
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(rest) = event.get(i..) {
+        let Some(k) = memchr::memchr(b'\\', rest) else {
+            break;
+        };
+        let at = i + k;
+        // Skip whatever is escaped, so `\\ud800` is left alone.
+        i = at + 2;
+        if event.get(at + 1) != Some(&b'u') {
+            continue;
+        }
+        let Some(unit) = event.get(at + 2..).and_then(hex_unit) else {
+            continue;
+        };
+        i = at + 6;
+        let lone = match unit {
+            0xD800..=0xDBFF => {
+                let low = event.get(at + 6..at + 8) == Some(b"\\u")
+                    && event
+                        .get(at + 8..)
+                        .and_then(hex_unit)
+                        .is_some_and(|u| (0xDC00..=0xDFFF).contains(&u));
+                if low {
+                    i = at + 12;
+                }
+                !low
+            }
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            out.extend_from_slice(&event[copied..at]);
+            out.extend_from_slice(b"\\ufffd");
+            copied = at + 6;
+            replaced += 1;
+        }
+    }
+    if replaced > 0 {
+        out.extend_from_slice(&event[copied..]);
+    }
+    replaced
+}
+
 /// The value as compared for identity: a string's decoded text, or the raw
 /// JSON text of anything else, so the key does not depend on how a string
 /// happened to be escaped.
@@ -763,6 +849,39 @@ mod tests {
         assert_eq!(rec["ExtraFields"]["EventStart"], "2023-13-45T99:99:99Z");
         assert_eq!(rec["ExtraFields"]["PageStart"], "2023-02-29T00:00:00Z");
         assert_eq!(rec["SessionStart"], "2024-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let mut s = shaper();
+        let (line, v) = shape(
+            &mut s,
+            r#"{"PageName":"x\ud800y","EventTargetText":"a\uDBFF\u0041 \ud83d\ude00 \\ud800 \udc00","k\udfff":{"n":["\ud800\ud800\udc00"]},"evt_end":"\ud83d"}"#,
+        );
+        assert!(line.contains(r#""PageName":"x\ufffdy""#), "{line}");
+        assert!(line.contains(r#""EventTargetText":"a\ufffd\u0041 \ud83d\ude00 \\ud800 \ufffd""#));
+        let extra = &v["record"]["ExtraFields"];
+        assert_eq!(
+            extra["k\u{fffd}"],
+            serde_json::json!({"n": ["\u{fffd}\u{10000}"]})
+        );
+        assert_eq!(extra["evt_end"], "\u{fffd}");
+        assert_eq!(s.finish_bundle().surrogates, 6);
+        // Nothing to replace: nothing written.
+        let mut out = Vec::new();
+        let ok = br#"{"a":"\ud83d\ude00 \u00e9 \\u","b":"\\"}"#;
+        assert_eq!(replace_lone_surrogates(ok, &mut out), 0);
+        assert!(out.is_empty());
+        // Cut short escapes are left for the parser to reject.
+        for (cut, lone) in [
+            (&br"\u"[..], 0),
+            (br"\ud8", 0),
+            (br"\", 0),
+            (br"\ud800\u", 1),
+            (br"\ud800\udc0", 1),
+        ] {
+            assert_eq!(replace_lone_surrogates(cut, &mut out), lone);
+        }
     }
 
     #[test]

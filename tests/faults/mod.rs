@@ -738,3 +738,38 @@ fn too_deep_values_are_kept_as_json_text() {
         run.stderr
     );
 }
+
+#[test]
+fn lone_surrogates_are_replaced_and_counted() {
+    let run = run_events(
+        r#"[{"UserId":1,"PageName":"x\ud800y \ud83d\ude00","evt_k\udc00_str":"ok","evt_obj":{"a":["\udbff"]}},{"UserId":2,"PageName":"\ud834\udd1e"}]"#,
+        2,
+    );
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("RECORD"))
+        .collect();
+    assert!(
+        lines[0].contains(r#""PageName":"x\ufffdy \ud83d\ude00""#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains(r#""PageName":"\ud834\udd1e""#),
+        "{}",
+        lines[1]
+    );
+    let records = run.records();
+    assert_eq!(records[0]["ExtraFields"]["evt_k\u{fffd}_str"], "ok");
+    assert_eq!(
+        records[0]["ExtraFields"]["evt_obj"],
+        json!({"a": ["\u{fffd}"]})
+    );
+    assert!(
+        run.stderr
+            .contains("3 lone UTF-16 surrogate escapes in this bundle"),
+        "{}",
+        run.stderr
+    );
+}

@@ -72,6 +72,18 @@ struct FieldIndex {
 
 const EMPTY: u16 = u16::MAX;
 
+/// A quick hash of a short name from its first and last eight bytes and length.
+fn name_hash(key: &[u8]) -> u64 {
+    let n = key.len();
+    let mut head = [0u8; 8];
+    let mut tail = [0u8; 8];
+    let k = n.min(8);
+    head[..k].copy_from_slice(&key[..k]);
+    tail[..k].copy_from_slice(&key[n - k..]);
+    (u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ n as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 impl FieldIndex {
     fn new(names: &[&str]) -> FieldIndex {
         let size = (names.len() * 8).next_power_of_two().max(64);
@@ -90,16 +102,7 @@ impl FieldIndex {
     }
 
     fn slot(&self, key: &[u8]) -> usize {
-        let n = key.len();
-        let mut head = [0u8; 8];
-        let mut tail = [0u8; 8];
-        let k = n.min(8);
-        head[..k].copy_from_slice(&key[..k]);
-        tail[..k].copy_from_slice(&key[n - k..]);
-        let mixed =
-            (u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ n as u64)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        (mixed >> 32) as usize & (self.table.len() - 1)
+        (name_hash(key) >> 32) as usize & (self.table.len() - 1)
     }
 
     fn get(&self, key: &str) -> Option<usize> {
@@ -148,6 +151,15 @@ pub struct Shaper {
     escape_u: memchr::memmem::Finder<'static>,
     /// The event with its lone surrogates replaced, when it had any.
     fixed: Vec<u8>,
+    /// Schema slots seen in this event, to notice a key given twice.
+    seen_slots: Vec<u64>,
+    /// Where each ExtraFields key of this event sits in `extras`, and a
+    /// filter of their hashes so most keys need no comparison at all.
+    extra_keys: Vec<(usize, usize)>,
+    extra_filter: [u64; 4],
+    last_extra_key: (usize, usize),
+    /// Whether this event gave some key more than once.
+    duplicate: bool,
 }
 
 /// What this bundle needed changed so targets can load it; reported once
@@ -160,6 +172,8 @@ pub struct Counts {
     pub too_deep: u64,
     /// Lone UTF-16 surrogate escapes replaced by `\ufffd`.
     pub surrogates: u64,
+    /// Values dropped because a later one had the same key in the event.
+    pub duplicates: u64,
 }
 
 const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
@@ -187,6 +201,11 @@ impl Shaper {
         }
         let mut shaper = Shaper {
             stream,
+            seen_slots: vec![0; slots.len().div_ceil(64)],
+            extra_keys: Vec::new(),
+            extra_filter: [0; 4],
+            last_extra_key: (0, 0),
+            duplicate: false,
             slots,
             by_name: FieldIndex::new(&names),
             extra_selected: selection.has_field(stream.extra_field),
@@ -220,9 +239,9 @@ impl Shaper {
     }
 
     /// Warns about what this bundle's values needed changed, if anything, and
-    /// returns the counts. Call once the whole bundle has been shaped.
+    /// returns the counts (then zero). Call once the whole bundle has been shaped.
     pub fn finish_bundle(&mut self) -> Counts {
-        let c = self.counts;
+        let c = std::mem::take(&mut self.counts);
         if c.numbers_as_text > 0 {
             tracing::warn!(
                 "{} numbers in this bundle are beyond what targets hold (64-bit integers, finite doubles); each is kept as a string of its exact text",
@@ -233,6 +252,12 @@ impl Shaper {
             tracing::warn!(
                 "{} lone UTF-16 surrogate escapes in this bundle cannot be stored as UTF-8; each is replaced by \\ufffd",
                 c.surrogates
+            );
+        }
+        if c.duplicates > 0 {
+            tracing::warn!(
+                "{} keys in this bundle's events were repeated within the same event; each event keeps the last value",
+                c.duplicates
             );
         }
         if c.too_deep > 0 {
@@ -273,11 +298,8 @@ impl Shaper {
         out.extend_from_slice(&[b'0'; KEY_HEX_LEN]);
         out.push(b'"');
 
-        for slot in &mut self.identity {
-            *slot = None;
-        }
-        self.identity_bytes.clear();
-        self.extras.clear();
+        let body = out.len();
+        self.reset_event();
 
         // One UTF-8 check of the whole event, so the parser need not check
         // each value again.
@@ -291,13 +313,19 @@ impl Shaper {
                 )));
             }
         };
-        let mut de = serde_json::Deserializer::from_str(text);
-        let result = de
-            .deserialize_map(EventVisitor {
-                shaper: self,
-                out: &mut *out,
-            })
-            .and_then(|()| de.end());
+        let counts = self.counts;
+        let mut result = self.parse(text, None, out);
+        if result.is_ok() && self.duplicate {
+            // Rare: shape again, keeping only the last value of each key
+            // (what common parsers do, and what the EventKey already uses).
+            result = last_of_each_key(text).and_then(|keep| {
+                self.counts = counts;
+                self.counts.duplicates += keep.iter().filter(|k| !**k).count() as u64;
+                self.reset_event();
+                out.truncate(body);
+                self.parse(text, Some(&keep), out)
+            });
+        }
         if let Err(e) = result {
             out.truncate(start);
             return Err(ShapeError(format!(
@@ -318,6 +346,35 @@ impl Shaper {
         let key = self.event_key();
         write_hex(key, &mut out[key_at..key_at + KEY_HEX_LEN]);
         Ok(())
+    }
+
+    fn reset_event(&mut self) {
+        for slot in &mut self.identity {
+            *slot = None;
+        }
+        self.identity_bytes.clear();
+        self.extras.clear();
+        self.seen_slots.fill(0);
+        self.extra_keys.clear();
+        self.extra_filter = [0; 4];
+        self.duplicate = false;
+    }
+
+    /// Shapes the fields of `text` into `out`; with `keep`, only the pairs
+    /// (by position) it marks.
+    fn parse(
+        &mut self,
+        text: &str,
+        keep: Option<&[bool]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_map(EventVisitor {
+            shaper: self,
+            out,
+            keep,
+        })?;
+        de.end()
     }
 
     /// Hash of the identity fields, then of that and the repeat number.
@@ -368,8 +425,16 @@ impl Shaper {
         let value = text.as_bytes();
         let Some(idx) = self.by_name.get(key) else {
             self.push_extra(key, key_escaped, text);
+            if self.extra_selected {
+                self.note_extra_key();
+            }
             return;
         };
+        let bit = 1u64 << (idx % 64);
+        if self.seen_slots[idx / 64] & bit != 0 {
+            self.duplicate = true;
+        }
+        self.seen_slots[idx / 64] |= bit;
         let slot = &mut self.slots[idx];
         if let Some(id) = slot.identity {
             let from = self.identity_bytes.len();
@@ -409,6 +474,25 @@ impl Shaper {
         }
     }
 
+    /// Records the ExtraFields key just written, noting whether this event
+    /// already had it. Keys are compared as written, which is canonical.
+    fn note_extra_key(&mut self) {
+        let (from, to) = self.last_extra_key;
+        let key = &self.extras[from..to];
+        let bit = (name_hash(key) >> 56) as usize;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        if self.extra_filter[word] & mask != 0
+            && self
+                .extra_keys
+                .iter()
+                .any(|&(f, t)| self.extras[f..t] == *key)
+        {
+            self.duplicate = true;
+        }
+        self.extra_filter[word] |= mask;
+        self.extra_keys.push((from, to));
+    }
+
     fn push_extra(&mut self, key: &str, key_escaped: bool, text: &str) {
         if !self.extra_selected {
             // Look before inserting: this runs per key per event, and the
@@ -424,6 +508,7 @@ impl Shaper {
         if !self.extras.is_empty() {
             self.extras.push(b',');
         }
+        let key_from = self.extras.len();
         if key_escaped {
             // serde_json's escaping of a `&str` cannot fail.
             let _ = serde_json::to_writer(&mut self.extras, key);
@@ -432,6 +517,7 @@ impl Shaper {
             self.extras.extend_from_slice(key.as_bytes());
             self.extras.push(b'"');
         }
+        self.last_extra_key = (key_from, self.extras.len());
         self.extras.push(b':');
         let value = text.as_bytes();
         match value.first() {
@@ -698,6 +784,36 @@ fn write_hex(value: u128, out: &mut [u8]) {
     }
 }
 
+/// For each key/value pair of the event object, whether no later pair has
+/// the same key.
+fn last_of_each_key(text: &str) -> Result<Vec<bool>, serde_json::Error> {
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<Key<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<Key<'de>>()? {
+                map.next_value::<de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let keys = serde_json::Deserializer::from_str(text).deserialize_map(Keys)?;
+    let mut last = HashMap::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        last.insert(&*key.0, i);
+    }
+    Ok(keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| last.get(&*key.0) == Some(&i))
+        .collect())
+}
+
 /// A map key that borrows from the input unless it had escapes.
 struct Key<'a>(Cow<'a, str>);
 
@@ -720,12 +836,14 @@ impl<'de> de::Deserialize<'de> for Key<'de> {
     }
 }
 
-struct EventVisitor<'s, 'o> {
+struct EventVisitor<'s, 'o, 'k> {
     shaper: &'s mut Shaper,
     out: &'o mut Vec<u8>,
+    /// Which pairs to shape, by position; all when `None`.
+    keep: Option<&'k [bool]>,
 }
 
-impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
+impl<'de> Visitor<'de> for EventVisitor<'_, '_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -733,16 +851,20 @@ impl<'de> Visitor<'de> for EventVisitor<'_, '_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut at = 0;
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let raw: &'de RawValue = map.next_value()?;
-            let escaped = matches!(key.0, Cow::Owned(_));
-            self.shaper.field(&key.0, escaped, raw, self.out);
+            if self.keep.is_none_or(|keep| keep.get(at) == Some(&true)) {
+                let escaped = matches!(key.0, Cow::Owned(_));
+                self.shaper.field(&key.0, escaped, raw, self.out);
+            }
+            at += 1;
         }
         Ok(())
     }
 }
 
-impl<'de> DeserializeSeed<'de> for EventVisitor<'_, '_> {
+impl<'de> DeserializeSeed<'de> for EventVisitor<'_, '_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
@@ -882,6 +1004,36 @@ mod tests {
         ] {
             assert_eq!(replace_lone_surrogates(cut, &mut out), lone);
         }
+    }
+
+    #[test]
+    fn repeated_keys_keep_the_last_value() {
+        let mut s = shaper();
+        let (line, v) = shape(
+            &mut s,
+            r#"{"UserId":1,"evt_a_int":1,"PageName":"p","UserId":7,"evt_b_int":2,"evt_\u0061_int":3,"PageName":5,"SessionId":2}"#,
+        );
+        let rec = v["record"].as_object().unwrap();
+        assert_eq!(line.matches("\"UserId\"").count(), 1, "{line}");
+        assert_eq!(line.matches("evt_a_int").count(), 1, "{line}");
+        assert_eq!(rec["UserId"], 7);
+        assert!(!rec.contains_key("PageName"));
+        assert_eq!(
+            rec["ExtraFields"],
+            serde_json::json!({"evt_b_int": 2, "evt_a_int": 3, "PageName": 5})
+        );
+        assert_eq!(s.finish_bundle().duplicates, 3);
+        // The key is that of the event with only the last values.
+        let once = shape(
+            &mut shaper(),
+            r#"{"UserId":7,"evt_b_int":2,"evt_a_int":3,"PageName":5,"SessionId":2}"#,
+        )
+        .1;
+        assert_eq!(v["record"]["EventKey"], once["record"]["EventKey"]);
+        // Many distinct extras are not mistaken for repeats.
+        let many: Vec<String> = (0..500).map(|i| format!(r#""evt_{i}_int":{i}"#)).collect();
+        shape(&mut s, &format!("{{{}}}", many.join(",")));
+        assert_eq!(s.finish_bundle().duplicates, 0);
     }
 
     #[test]

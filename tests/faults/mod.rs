@@ -773,3 +773,28 @@ fn lone_surrogates_are_replaced_and_counted() {
         run.stderr
     );
 }
+
+#[test]
+fn repeated_keys_in_an_event_keep_the_last_value() {
+    let run = run_events(
+        r#"[{"UserId":1,"evt_x_str":"a","UserId":7,"evt_x_str":"b","EventType":"click"},{"UserId":2,"UserId":2}]"#,
+        2,
+    );
+    let lines: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("RECORD"))
+        .collect();
+    assert_eq!(lines[0].matches("\"UserId\"").count(), 1, "{}", lines[0]);
+    assert_eq!(lines[0].matches("evt_x_str").count(), 1, "{}", lines[0]);
+    let records = run.records();
+    assert_eq!(records[0]["UserId"], 7);
+    assert_eq!(records[0]["ExtraFields"], json!({"evt_x_str": "b"}));
+    assert_eq!(records[1]["UserId"], 2);
+    assert!(
+        run.stderr
+            .contains("3 keys in this bundle's events were repeated"),
+        "{}",
+        run.stderr
+    );
+}

@@ -162,6 +162,17 @@ pub struct Shaper {
     duplicate: bool,
 }
 
+/// The part of an event a parse error is in.
+#[derive(Debug)]
+enum Reading {
+    Start,
+    /// A key, after the given field (if any).
+    Key(Option<String>),
+    /// The value of this field.
+    Value(String),
+    End,
+}
+
 /// What this bundle needed changed so targets can load it; reported once
 /// per bundle by [`Shaper::finish_bundle`].
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -328,10 +339,7 @@ impl Shaper {
         }
         if let Err(e) = result {
             out.truncate(start);
-            return Err(ShapeError(format!(
-                "event {} is not valid JSON: {e}",
-                self.events
-            )));
+            return Err(self.json_error(text, &e));
         }
 
         if !self.extras.is_empty() && self.extra_selected {
@@ -346,6 +354,38 @@ impl Shaper {
         let key = self.event_key();
         write_hex(key, &mut out[key_at..key_at + KEY_HEX_LEN]);
         Ok(())
+    }
+
+    /// Says which event, which field and which byte a parse error is at.
+    /// The shaper only sees the event, so the byte is counted from its start.
+    fn json_error(&self, text: &str, e: &serde_json::Error) -> ShapeError {
+        let place = match locate(text) {
+            Reading::Start => String::new(),
+            Reading::Key(Some(prev)) => format!(" in the key after field {}", quoted(&prev)),
+            Reading::Key(None) => " in its first key".to_string(),
+            Reading::Value(key) => format!(" in the value of field {}", quoted(&key)),
+            Reading::End => " after its closing brace".to_string(),
+        };
+        // serde_json counts lines from 1 and bytes within the line.
+        let at = match e.line() {
+            0 => String::new(),
+            line => {
+                let line_start = line
+                    .checked_sub(2)
+                    .and_then(|n| memchr::memchr_iter(b'\n', text.as_bytes()).nth(n))
+                    .map_or(0, |nl| nl + 1);
+                let byte = (line_start + e.column()).saturating_sub(1);
+                format!(", at byte {byte} of the event (counting from 0 at its opening brace)")
+            }
+        };
+        let why = e.to_string();
+        let why = why
+            .rsplit_once(" at line ")
+            .map_or(why.as_str(), |(w, _)| w);
+        ShapeError(format!(
+            "event {} of the bundle is not valid JSON{place}{at}: {why}",
+            self.events
+        ))
     }
 
     fn reset_event(&mut self) {
@@ -784,6 +824,49 @@ fn write_hex(value: u128, out: &mut [u8]) {
     }
 }
 
+/// Parses `text` again to find the part that fails: only on the error path,
+/// so the usual one costs nothing.
+fn locate(text: &str) -> Reading {
+    struct Locate<'r>(&'r mut Reading);
+    impl<'de> Visitor<'de> for Locate<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an event object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut prev = None;
+            loop {
+                *self.0 = Reading::Key(prev.take());
+                let Some(key) = map.next_key::<Key<'de>>()? else {
+                    break;
+                };
+                *self.0 = Reading::Value(key.0.into_owned());
+                map.next_value::<&'de RawValue>()?;
+                if let Reading::Value(key) = std::mem::replace(self.0, Reading::Start) {
+                    prev = Some(key);
+                }
+            }
+            *self.0 = Reading::End;
+            Ok(())
+        }
+    }
+    let mut reading = Reading::Start;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = de
+        .deserialize_map(Locate(&mut reading))
+        .and_then(|()| de.end());
+    reading
+}
+
+/// A field name for a message: quoted and escaped, and cut short if long.
+fn quoted(key: &str) -> String {
+    const MAX: usize = 80;
+    match key.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{:?}...", &key[..cut]),
+        None => format!("{key:?}"),
+    }
+}
+
 /// For each key/value pair of the event object, whether no later pair has
 /// the same key.
 fn last_of_each_key(text: &str) -> Result<Vec<bool>, serde_json::Error> {
@@ -1156,6 +1239,43 @@ mod tests {
         }
         let long = format!("1{}.5", "0".repeat(400));
         assert!(!number_token_fits(long.as_bytes()));
+    }
+
+    #[test]
+    fn json_errors_say_which_event_field_and_byte() {
+        let mut s = shaper();
+        let mut out = Vec::new();
+        s.shape(br#"{"UserId":1}"#, &mut out).unwrap();
+        let cases: [(&[u8], &[&str]); 6] = [
+            (
+                br#"{"UserId":1,"PageName":tru,"x":1}"#,
+                &["event 2 ", "value of field \"PageName\"", "at byte 26 "],
+            ),
+            (
+                b"{\"UserId\":1,\n \"evt_obj\":{\"a\":[1,]}}",
+                &["event 3 ", "value of field \"evt_obj\"", "at byte 32 "],
+            ),
+            (
+                br#"{"UserId":1,"bad\x":1}"#,
+                &["event 4 ", "key after field \"UserId\"", "at byte 17 "],
+            ),
+            (br#"{1:2}"#, &["event 5 ", "in its first key", "at byte 1 "]),
+            (
+                br#"{"a":1} x"#,
+                &["event 6 ", "after its closing brace", "at byte 8 "],
+            ),
+            (
+                br#"[1]"#,
+                &["event 7 ", "at byte 0 ", "expected an event object"],
+            ),
+        ];
+        for (event, words) in cases {
+            let e = s.shape(event, &mut out).unwrap_err().to_string();
+            for w in words {
+                assert!(e.contains(w), "{w:?} not in {e:?}");
+            }
+            assert!(!e.contains(" line "), "{e}");
+        }
     }
 
     #[test]

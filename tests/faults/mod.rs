@@ -798,3 +798,20 @@ fn repeated_keys_in_an_event_keep_the_last_value() {
         run.stderr
     );
 }
+
+#[test]
+fn a_broken_event_is_named_by_number_field_and_byte() {
+    let json = r#"[{"UserId":1},{"UserId":2,"PageName":"ok","evt_obj":{"a":[1,]}}]"#;
+    let specs = one_bundle(json.as_bytes().to_vec(), 2);
+    let srv = server(specs.clone());
+    let run = Tap::new().config(&config(&srv)).run();
+    assert_stopped_consistently(&run, 1, &specs);
+    let last = run.last_log();
+    for w in [
+        "event 2 of the bundle",
+        "in the value of field \"evt_obj\"",
+        "at byte 46 of the event",
+    ] {
+        assert!(last.contains(w), "{w:?} not in {last}");
+    }
+}

@@ -175,7 +175,11 @@ sql() { "$pgbin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -d postgres -Atc "$1
 rm -f "$run/pipe5" && mkfifo "$run/pipe5"
 "$work/venv-postgres/bin/target-postgres" --config "$run/postgres.json" <"$run/pipe5" >"$run/state5a.json" 2>"$run/postgres-a.log" &
 target=$!
-tap-fullstory --config "$run/config.json" --config "$run/slow.json" >"$run/pipe5" 2>"$run/tap5a.log" &
+# One download a second: the kill lands while the tap waits for the next
+# bundle, not half way through a line (a cut line is what a SIGKILL can
+# leave, and target-postgres refuses it).
+echo '{"downloads_per_window": 1, "download_window_seconds": 1}' >"$run/slower.json"
+tap-fullstory --config "$run/config.json" --config "$run/slower.json" >"$run/pipe5" 2>"$run/tap5a.log" &
 tap=$!
 disown "$tap" # no job report when it is killed
 for _ in $(seq 1 300); do

@@ -19,6 +19,7 @@ pub enum FieldKind {
     DateTime,
     Boolean,
     Object,
+    Array,
 }
 
 /// One field of the schema.
@@ -137,6 +138,8 @@ fn kind_of(prop: &Value) -> FieldKind {
         FieldKind::Boolean
     } else if types.contains(&"object") {
         FieldKind::Object
+    } else if types.contains(&"array") {
+        FieldKind::Array
     } else if prop["format"] == "date-time" {
         FieldKind::DateTime
     } else {

@@ -94,6 +94,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Export API host, optionally with a path; no user name, password, query or fragment. http:// is accepted only for loopback addresses.",
     ),
     setting(
+        "api_url",
+        Kind::String,
+        Some("https://api.fullstory.com"),
+        "Host of every FullStory API other than the legacy bundles (users, segments, recording settings). http:// is accepted only for loopback addresses.",
+    ),
+    setting(
         "user_agent",
         Kind::String,
         Some("tap-fullstory/<version>"),
@@ -185,6 +191,7 @@ pub(crate) struct Config {
     pub(crate) start_date: DateTime<Utc>,
     pub(crate) end_date: Option<DateTime<Utc>>,
     pub(crate) base_url: String,
+    pub(crate) api_url: String,
     pub(crate) user_agent: String,
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -316,6 +323,11 @@ impl RawConfig {
             None => default_of("base_url").to_string(),
         };
 
+        let api_url = match self.string("api_url")? {
+            Some(url) => check_base_url(&url).map_err(|why| self.bad("api_url", &why))?,
+            None => default_of("api_url").to_string(),
+        };
+
         let user_agent = self
             .string("user_agent")?
             .unwrap_or_else(|| format!("tap-fullstory/{}", env!("CARGO_PKG_VERSION")));
@@ -325,6 +337,7 @@ impl RawConfig {
             start_date,
             end_date,
             base_url,
+            api_url,
             user_agent,
             request_timeout: self.seconds("request_timeout", false)?,
             connect_timeout: self.seconds("connect_timeout", false)?,
@@ -581,6 +594,7 @@ mod tests {
             .validate(now())
             .unwrap();
         assert_eq!(cfg.base_url, "https://export.fullstory.com");
+        assert_eq!(cfg.api_url, "https://api.fullstory.com");
         assert_eq!(cfg.downloads_per_window, 2);
         assert_eq!(cfg.download_window, Duration::from_secs(60));
         assert_eq!(cfg.start_date.to_rfc3339(), "2024-01-01T00:00:00+00:00");
@@ -714,6 +728,24 @@ mod tests {
         let err = check_base_url("https://example.com/#top").unwrap_err();
         assert!(err.contains("fragment"), "{err}");
         assert!(check_base_url("https://example.com/prefix/").is_ok());
+    }
+
+    #[test]
+    fn api_url_is_checked_like_base_url() {
+        let cfg = raw(
+            json!({"api_key": "k", "start_date": "2024-01-01", "api_url": "http://127.0.0.1:9/"}),
+        )
+        .validate(now())
+        .unwrap();
+        assert_eq!(cfg.api_url, "http://127.0.0.1:9");
+        let err = raw(json!({"api_key": "k", "start_date": "2024-01-01", "api_url": "http://api.fullstory.com"}))
+            .validate(now())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'api_url'") && err.contains("plain http"),
+            "{err}"
+        );
     }
 
     #[test]

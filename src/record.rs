@@ -144,6 +144,8 @@ pub struct Shaper {
     repeats: RepeatMap,
     repeat_order: VecDeque<u128>,
     suffix: Vec<u8>,
+    /// Where the record's first field goes in the line being written.
+    fields_at: usize,
     events: u64,
     warned_unselected_extra: HashSet<String>,
     counts: Counts,
@@ -193,12 +195,15 @@ impl Shaper {
     /// A shaper writing the selected fields of `schema`.
     pub fn new(schema: &Schema, selection: &Selection) -> Shaper {
         let stream = schema.stream;
-        let (key_field, identity) = (stream.derived_key.field, stream.derived_key.identity);
+        let (key_field, identity) = match &stream.derived_key {
+            Some(key) => (Some(key.field), key.identity),
+            None => (None, &[][..]),
+        };
         let mut slots = Vec::new();
         let mut names = Vec::new();
         for field in &schema.fields {
             // Our own two fields are never taken from the event itself.
-            if field.name == key_field || field.name == stream.extra_field {
+            if Some(field.name.as_str()) == key_field || field.name == stream.extra_field {
                 continue;
             }
             names.push(field.name.as_str());
@@ -226,6 +231,7 @@ impl Shaper {
             repeats: RepeatMap::default(),
             repeat_order: VecDeque::new(),
             suffix: Vec::new(),
+            fields_at: 0,
             events: 0,
             warned_unselected_extra: HashSet::new(),
             counts: Counts::default(),
@@ -302,12 +308,17 @@ impl Shaper {
         let start = out.len();
         out.extend_from_slice(PREFIX);
         out.extend_from_slice(self.stream.name.as_bytes());
-        out.extend_from_slice(br#"","record":{""#);
-        out.extend_from_slice(self.stream.derived_key.field.as_bytes());
-        out.extend_from_slice(b"\":\"");
-        let key_at = out.len();
-        out.extend_from_slice(&[b'0'; KEY_HEX_LEN]);
-        out.push(b'"');
+        out.extend_from_slice(br#"","record":{"#);
+        self.fields_at = out.len();
+        let key_at = self.stream.derived_key.as_ref().map(|key| {
+            out.push(b'"');
+            out.extend_from_slice(key.field.as_bytes());
+            out.extend_from_slice(b"\":\"");
+            let at = out.len();
+            out.extend_from_slice(&[b'0'; KEY_HEX_LEN]);
+            out.push(b'"');
+            at
+        });
 
         let body = out.len();
         self.reset_event();
@@ -343,7 +354,10 @@ impl Shaper {
         }
 
         if !self.extras.is_empty() && self.extra_selected {
-            out.extend_from_slice(b",\"");
+            if out.len() > self.fields_at {
+                out.push(b',');
+            }
+            out.push(b'"');
             out.extend_from_slice(self.stream.extra_field.as_bytes());
             out.extend_from_slice(b"\":{");
             out.extend_from_slice(&self.extras);
@@ -351,8 +365,10 @@ impl Shaper {
         }
         out.extend_from_slice(&self.suffix);
 
-        let key = self.event_key();
-        write_hex(key, &mut out[key_at..key_at + KEY_HEX_LEN]);
+        if let Some(at) = key_at {
+            let key = self.event_key();
+            write_hex(key, &mut out[at..at + KEY_HEX_LEN]);
+        }
         Ok(())
     }
 
@@ -504,7 +520,10 @@ impl Shaper {
             self.push_extra(key, key_escaped, text);
             return;
         }
-        out.extend_from_slice(b",\"");
+        if out.len() > self.fields_at {
+            out.push(b',');
+        }
+        out.push(b'"');
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
         if nested == Nested::BadNumbers {
@@ -611,6 +630,7 @@ fn fits(kind: FieldKind, value: &[u8]) -> bool {
         }
         FieldKind::Boolean => first == b't' || first == b'f',
         FieldKind::Object => first == b'{',
+        FieldKind::Array => first == b'[',
     }
 }
 

@@ -11,6 +11,7 @@ use crate::http::Client;
 use crate::pipeline::{Pipeline, Settings};
 use crate::singer::{CopyTarget, SingerWriter};
 use crate::source::data_export::DataExport;
+use crate::source::rest::Rest;
 use crate::state::State;
 use crate::stream::{STREAMS, SourceKind};
 
@@ -35,10 +36,13 @@ pub(crate) async fn sync<W: Write + CopyTarget>(
             } else {
                 "skipping it"
             };
-            tracing::warn!(
-                "the catalog does not select the '{}' stream; {then}",
-                def.name
-            );
+            // Streams that need opting into are skipped quietly.
+            if def.selected_by_default {
+                tracing::warn!(
+                    "the catalog does not select the '{}' stream; {then}",
+                    def.name
+                );
+            }
             continue;
         };
         let schema = Schema::of(def);
@@ -49,6 +53,11 @@ pub(crate) async fn sync<W: Write + CopyTarget>(
                 let source = DataExport::new(&config, Arc::clone(&client));
                 Pipeline::new(source, def, schema, selection, settings, &mut state, out)
                     .run()
+                    .await?;
+            }
+            SourceKind::Rest(kind) => {
+                Rest::new(&config, Arc::clone(&client))
+                    .sync(def, kind, &schema, &selection, &settings, &mut state, out)
                     .await?;
             }
         }

@@ -11,13 +11,42 @@ use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
-use crate::stream::{STREAMS, SourceKind, StreamDef};
+use crate::stream::{LAST_UPDATED, STREAMS, SourceKind, StreamDef};
 
 /// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Bookmark {
     /// Data Export bundles: `{"replication_key", "bundle_stop", "bundle_id"}`.
     Bundle(BundleBookmark),
+    /// REST settings streams: `{"lastUpdated": "<date-time>"}`, as the
+    /// Python tap 2.x writes it.
+    LastUpdated(LastUpdated),
+}
+
+impl Bookmark {
+    /// The bookmark of a bundle stream.
+    pub(crate) fn bundle(&self) -> Option<&BundleBookmark> {
+        match self {
+            Bookmark::Bundle(b) => Some(b),
+            Bookmark::LastUpdated(_) => None,
+        }
+    }
+
+    /// The bookmark of a REST settings stream.
+    pub(crate) fn last_updated(&self) -> Option<&LastUpdated> {
+        match self {
+            Bookmark::LastUpdated(b) => Some(b),
+            Bookmark::Bundle(_) => None,
+        }
+    }
+}
+
+/// The newest `lastUpdated` written: the instant, and its text as the
+/// server wrote it, which is what goes back into the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LastUpdated {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) text: String,
 }
 
 /// How far a bundle stream has got: every bundle ending at or before `stop`
@@ -65,7 +94,8 @@ impl State {
                         format_rfc3339(b.stop)
                     ));
                 }
-                Bookmark::Bundle(_) => {}
+                // Settings bookmarks are the server's own timestamps.
+                Bookmark::Bundle(_) | Bookmark::LastUpdated(_) => {}
             }
         }
         Ok(())
@@ -147,6 +177,7 @@ impl Bookmark {
                 }
                 entry
             }
+            Bookmark::LastUpdated(b) => json!({ LAST_UPDATED: b.text }),
         }
     }
 }
@@ -158,9 +189,11 @@ fn read_bookmark(
     map: &mut Map<String, Value>,
     stream: &StreamDef,
 ) -> std::result::Result<Option<Bookmark>, String> {
+    if let SourceKind::Rest(_) = stream.source {
+        return read_last_updated(map, stream);
+    }
     let name = stream.name;
     let legacy = match map.remove(name) {
-        _ if stream.source != SourceKind::DataExport => None,
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(BundleBookmark {
             stop: parse_datetime(&text)
@@ -202,6 +235,54 @@ fn read_bookmark(
     Ok(bookmark.map(Bookmark::Bundle))
 }
 
+/// Takes a REST stream's `{"lastUpdated": ..}` out of `bookmarks`. Streams
+/// without a replication key keep no bookmark: whatever the state holds for
+/// them passes through.
+fn read_last_updated(
+    map: &mut Map<String, Value>,
+    stream: &StreamDef,
+) -> std::result::Result<Option<Bookmark>, String> {
+    let name = stream.name;
+    if stream.replication_key.is_none() {
+        return Ok(None);
+    }
+    let entry = match map.get_mut("bookmarks") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(bookmarks)) => match bookmarks.remove(name) {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(entry)) => entry,
+            Some(other) => {
+                return Err(format!(
+                    "key 'bookmarks.{name}' must be an object, not a {}",
+                    json_kind(&other)
+                ));
+            }
+        },
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks' must be an object, not a {}",
+                json_kind(other)
+            ));
+        }
+    };
+    match entry.get(LAST_UPDATED) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            let at = parse_datetime(text).ok_or_else(|| {
+                format!("key 'bookmarks.{name}.{LAST_UPDATED}': {text:?} is not a date-time")
+            })?;
+            Ok(Some(Bookmark::LastUpdated(LastUpdated {
+                at,
+                text: text.clone(),
+            })))
+        }
+        Some(other) => Err(format!(
+            "key 'bookmarks.{name}.{LAST_UPDATED}' must be a date-time string, not a {}",
+            json_kind(other)
+        )),
+    }
+}
+
 fn parse_entry(
     entry: &Map<String, Value>,
     stream: &str,
@@ -240,7 +321,7 @@ mod tests {
 
     /// The events stream's bookmark.
     fn events(state: &State) -> Option<&BundleBookmark> {
-        state.bookmark(&EVENTS).map(|Bookmark::Bundle(b)| b)
+        state.bookmark(&EVENTS).and_then(Bookmark::bundle)
     }
 
     fn parse(value: Value) -> std::result::Result<State, String> {

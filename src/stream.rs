@@ -1,6 +1,10 @@
 //! The streams the tap offers, as data: adding a stream is one entry in
 //! [`STREAMS`] plus its `schemas/<name>.json`.
 
+mod rest;
+
+pub use rest::{LAST_UPDATED, RestKind};
+
 /// How a stream is replicated, as the catalog declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplicationMethod {
@@ -23,6 +27,8 @@ impl ReplicationMethod {
 pub enum SourceKind {
     /// Data Export bundles (`/api/v1/export/list` and `/get`).
     DataExport,
+    /// A REST resource on `api_url`, read whole each run.
+    Rest(RestKind),
 }
 
 /// A key the tap derives for each record by hashing some of its fields.
@@ -44,8 +50,8 @@ pub struct StreamDef {
     pub replication_method: ReplicationMethod,
     /// The field bookmarks are measured against, if any.
     pub replication_key: Option<&'static str>,
-    /// The record key the shaper derives.
-    pub derived_key: DerivedKey,
+    /// The record key the shaper derives; `None` for streams with natural keys.
+    pub derived_key: Option<DerivedKey>,
     /// The declared object that holds every key the schema does not name.
     pub extra_field: &'static str,
     pub source: SourceKind,
@@ -98,17 +104,34 @@ pub static EVENTS: StreamDef = StreamDef {
     key_properties: &[KEY_FIELD],
     replication_method: ReplicationMethod::Incremental,
     replication_key: Some(REPLICATION_KEY),
-    derived_key: DerivedKey {
+    derived_key: Some(DerivedKey {
         field: KEY_FIELD,
         identity: IDENTITY_FIELDS,
-    },
+    }),
     extra_field: EXTRA_FIELD,
     source: SourceKind::DataExport,
     selected_by_default: true,
 };
 
 /// Every stream the tap has, in catalog order.
-pub static STREAMS: &[&StreamDef] = &[&EVENTS];
+pub static STREAMS: &[&StreamDef] = &[
+    &EVENTS,
+    &rest::USERS,
+    &rest::USER,
+    &rest::SEGMENTS,
+    &rest::BLOCK_RULES,
+    &rest::BLOCK_RULES_HISTORY,
+    &rest::DOMAIN_SETTINGS,
+    &rest::DOMAIN_SETTINGS_HISTORY,
+    &rest::GEO_SETTINGS,
+    &rest::GEO_SETTINGS_HISTORY,
+    &rest::PRIVACY_SETTINGS,
+    &rest::PRIVACY_SETTINGS_HISTORY,
+    &rest::RECORDING_FEATURES,
+    &rest::RECORDING_FEATURES_HISTORY,
+    &rest::TARGET_RULES,
+    &rest::TARGET_RULE_HISTORY,
+];
 
 /// The stream called `name`.
 pub fn find(name: &str) -> Option<&'static StreamDef> {

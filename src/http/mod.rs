@@ -69,8 +69,10 @@ pub(crate) struct Client {
     /// (building one takes a noticeable moment).
     settings: Settings,
     base_url: String,
-    /// Scheme, host and port of `base_url`: the only origin the key is sent to.
-    origin: url::Origin,
+    api_url: String,
+    /// Scheme, host and port of `base_url` and `api_url`: the only origins
+    /// the key is sent to.
+    origins: [url::Origin; 2],
     auth: HeaderValue,
 }
 
@@ -91,14 +93,18 @@ impl Client {
                 )
             })?;
         auth.set_sensitive(true);
-        let origin = Url::parse(&config.base_url)
-            .map_err(|_| {
+        let origin = |name: &str, url: &str| {
+            Url::parse(url).map(|u| u.origin()).map_err(|_| {
                 Error::Input(format!(
-                    "config: base_url {} is not a valid URL",
-                    redact::url(&config.base_url)
+                    "config: {name} {} is not a valid URL",
+                    redact::url(url)
                 ))
-            })?
-            .origin();
+            })
+        };
+        let origins = [
+            origin("base_url", &config.base_url)?,
+            origin("api_url", &config.api_url)?,
+        ];
         let client = Client {
             proxied: OnceLock::new(),
             direct: OnceLock::new(),
@@ -108,7 +114,8 @@ impl Client {
                 request_timeout: config.request_timeout,
             },
             base_url: config.base_url.clone(),
-            origin,
+            api_url: config.api_url.clone(),
+            origins,
             auth,
         };
         // A client that cannot be built stops the run before it starts.
@@ -136,17 +143,36 @@ impl Client {
         &self.base_url
     }
 
-    /// Sends one authenticated GET to the API host and sorts the response
+    /// The host of the other APIs (`api_url`), without a trailing slash.
+    pub(crate) fn api_url(&self) -> &str {
+        &self.api_url
+    }
+
+    /// Sends one authenticated GET to an API host and sorts the response
     /// into success or failure. Refuses any other host, and plain http to
     /// anything but loopback: the key goes nowhere else.
     pub(crate) async fn get(&self, url: &str, endpoint: Endpoint) -> Result<Response, Failure> {
+        self.get_as(url, endpoint, None).await
+    }
+
+    /// [`Client::get`], where a 403 is answered with `forbidden`: what the
+    /// key lacks for this request (e.g. the role it needs).
+    pub(crate) async fn get_as(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        forbidden: Option<&str>,
+    ) -> Result<Response, Failure> {
         let parsed = Url::parse(url).ok();
-        let same_origin = parsed.as_ref().is_some_and(|u| u.origin() == self.origin);
+        let same_origin = parsed
+            .as_ref()
+            .is_some_and(|u| self.origins.contains(&u.origin()));
         if !same_origin {
             return Err(Failure::Fatal(Error::Api(format!(
-                "refusing to send the API key to {}: it is not on base_url {}",
+                "refusing to send the API key to {}: it is not on base_url {} or api_url {}",
                 redact::url(url),
-                redact::url(&self.base_url)
+                redact::url(&self.base_url),
+                redact::url(&self.api_url)
             ))));
         }
         if let Some(u) = &parsed
@@ -159,7 +185,7 @@ impl Client {
                 redact::origin(u)
             ))));
         }
-        self.send(url, endpoint, true).await
+        self.send(url, endpoint, true, forbidden).await
     }
 
     /// Sends one GET without the Authorization header, for URLs that carry
@@ -170,10 +196,16 @@ impl Client {
         url: &str,
         endpoint: Endpoint,
     ) -> Result<Response, Failure> {
-        self.send(url, endpoint, false).await
+        self.send(url, endpoint, false, None).await
     }
 
-    async fn send(&self, url: &str, endpoint: Endpoint, auth: bool) -> Result<Response, Failure> {
+    async fn send(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        auth: bool,
+        forbidden: Option<&str>,
+    ) -> Result<Response, Failure> {
         let shown = redact::url(url);
         tracing::info!("GET {shown}");
         let parsed = Url::parse(url).ok();
@@ -253,12 +285,13 @@ impl Client {
         let advice = match (status, &elsewhere) {
             (StatusCode::PROXY_AUTHENTICATION_REQUIRED, _) => PROXY_ADVICE,
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, Some(host)) if auth => {
+                let from = parsed.as_ref().map_or_else(String::new, redact::origin);
                 redirected_advice = format!(
-                    "the API key was not sent to {host}, as it goes only to base_url's origin ({}); if the API now lives there, set base_url to it",
-                    redact::url(&self.origin.ascii_serialization())
+                    "the API key was not sent to {host}, as it goes only to the origin it was configured for ({from}); if the API now lives there, set base_url or api_url to it"
                 );
                 &redirected_advice
             }
+            (StatusCode::FORBIDDEN, _) if forbidden.is_some() => forbidden.unwrap_or_default(),
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
                 "check that api_key is a valid FullStory API key with Admin or Architect rights"
             }

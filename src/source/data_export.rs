@@ -116,7 +116,7 @@ impl Source for DataExport {
     /// Lists every bundle to sync in this run, oldest first. Taken once at the
     /// start, so bundles published while the run goes on wait for the next one.
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<BundleInfo>> {
-        let bookmark = bookmark.map(|Bookmark::Bundle(b)| b);
+        let bookmark = bookmark.and_then(Bookmark::bundle);
         let (from, from_what) = match bookmark {
             Some(b) => (b.stop, "the state's bookmark"),
             None => (self.start_date, "start_date"),

@@ -7,6 +7,7 @@
 //! does the rest: fetching ahead, spooling, verifying, writing, STATE.
 
 pub(crate) mod data_export;
+pub(crate) mod rest;
 
 use bytes::Bytes;
 use reqwest::Response;

@@ -18,6 +18,7 @@
 //! ```
 
 mod http;
+mod rest;
 mod synth;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use http::{ReadOutcome, Request};
+pub use rest::{RestData, RestUser, SETTINGS_PATHS, synthetic_rest};
 use sliding_window::SlidingWindow;
 pub use synth::{gzip, synthetic_bundles, synthetic_events};
 
@@ -105,6 +107,9 @@ pub enum Route {
     List,
     /// `None` matches a `/get` for any id.
     Get(Option<String>),
+    /// A REST resource by its exact path, e.g. `/v2/users` or
+    /// `/settings/recording/v1/privacy/history`.
+    Path(String),
 }
 
 /// A misbehaviour to apply to the next matching request instead of (or on
@@ -169,6 +174,8 @@ pub struct ServerOptions {
     pub rate_limit: Option<(usize, Duration)>,
     /// 0 picks an ephemeral port.
     pub port: u16,
+    /// What the REST endpoints (users, segments, settings) serve.
+    pub rest: RestData,
 }
 
 impl Default for ServerOptions {
@@ -179,6 +186,7 @@ impl Default for ServerOptions {
             page_size: 20,
             rate_limit: None,
             port: 0,
+            rest: synthetic_rest(25, 23, 12),
         }
     }
 }
@@ -227,12 +235,14 @@ struct State {
     get_counts: HashMap<String, usize>,
     /// The normal downloads inside the rate-limit window, if there is a limit.
     downloads: Option<SlidingWindow>,
+    rest: RestData,
 }
 
 /// What a request asked for.
 enum Target {
     List,
     Get(Option<String>),
+    Rest(String),
     Unknown,
 }
 
@@ -241,6 +251,7 @@ impl Target {
         match req.path.as_str() {
             "/api/v1/export/list" => Target::List,
             "/api/v1/export/get" => Target::Get(req.param("id")),
+            path if RestData::serves(path) => Target::Rest(path.to_string()),
             _ => Target::Unknown,
         }
     }
@@ -250,6 +261,7 @@ impl Target {
             (Target::List, Route::List) => true,
             (Target::Get(_), Route::Get(None)) => true,
             (Target::Get(Some(id)), Route::Get(Some(want))) => id == want,
+            (Target::Rest(path), Route::Path(want)) => path == want,
             _ => false,
         }
     }
@@ -304,6 +316,7 @@ impl Server {
                 downloads: opts
                     .rate_limit
                     .map(|(max, window)| SlidingWindow::new(max, window)),
+                rest: opts.rest,
                 ..State::default()
             }),
         });
@@ -353,6 +366,12 @@ impl Server {
     /// list call with a valid `start`, or go back to normal with `None`.
     pub fn set_list_override(&self, exports_json: Option<Vec<u8>>) {
         self.shared.state.lock().unwrap().list_override = exports_json;
+    }
+
+    /// Adds a new current version of the settings at `path` (`blocking`,
+    /// `domain`, ...), an hour after the last. False for an unknown path.
+    pub fn add_setting_version(&self, path: &str) -> bool {
+        self.shared.state.lock().unwrap().rest.add_version(path)
     }
 
     /// Every request received so far, in arrival order.
@@ -620,6 +639,10 @@ impl Shared {
                     headers,
                     body: Cow::Borrowed(&b.body),
                 }
+            }
+            Target::Rest(path) => {
+                let (status, body) = st.rest.respond(path, |name| req.param(name));
+                Response::json(status, body)
             }
             Target::Unknown => unreachable!("handled above"),
         }

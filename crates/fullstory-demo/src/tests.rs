@@ -116,7 +116,7 @@ fn server_with(bundles: Vec<BundleSpec>, rate_limit: Option<(usize, Duration)>) 
         bundles,
         page_size: 20,
         rate_limit,
-        port: 0,
+        ..ServerOptions::default()
     })
     .expect("start server")
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
-use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles};
+use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles, synthetic_rest};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve synthetic FullStory Data Export bundles on 127.0.0.1")]
@@ -41,6 +41,15 @@ struct Args {
     /// At most N downloads per SECS seconds, as N/SECS (FullStory: 2/60).
     #[arg(long, value_parser = parse_rate)]
     rate_limit: Option<(usize, Duration)>,
+    /// Users served by /v2/users (10 a page).
+    #[arg(long, default_value_t = 25)]
+    users: usize,
+    /// Segments served by /segments/v1.
+    #[arg(long, default_value_t = 23)]
+    segments: usize,
+    /// Versions of each recording settings object.
+    #[arg(long, default_value_t = 12)]
+    versions: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -98,6 +107,7 @@ fn main() -> ExitCode {
         page_size: 20,
         rate_limit: args.rate_limit,
         port: args.port,
+        rest: synthetic_rest(args.users, args.segments, args.versions),
     }) {
         Ok(server) => server,
         Err(e) => {

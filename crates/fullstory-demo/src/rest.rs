@@ -1,0 +1,286 @@
+//! The demo server's REST resources: users (`/v2/users`), segments
+//! (`/segments/v1`) and the recording settings with their history
+//! (`/settings/recording/v1/...`), over synthetic data that tests can change
+//! while the server runs.
+
+use super::synth::escape_into;
+
+/// The settings paths FullStory has, under `/settings/recording/v1/`.
+pub const SETTINGS_PATHS: &[&str] = &[
+    "blocking",
+    "domain",
+    "geo",
+    "privacy",
+    "features",
+    "targeting",
+];
+
+/// Everything the REST endpoints serve. Objects are JSON object text, sent
+/// exactly as held.
+#[derive(Clone, Debug, Default)]
+pub struct RestData {
+    pub users: Vec<RestUser>,
+    pub segments: Vec<String>,
+    /// Per settings path, its versions oldest first; the last is current.
+    pub settings: Vec<(String, Vec<String>)>,
+    /// Items per page of every paged resource (FullStory's users come about
+    /// 10 a page). 0 is treated as 1.
+    pub page_size: usize,
+}
+
+/// One user: its id, as the list shows it and with its schema.
+#[derive(Clone, Debug)]
+pub struct RestUser {
+    pub id: String,
+    /// The object in `/v2/users` results.
+    pub listed: String,
+    /// The object `/v2/users/{id}?include_schema=true` answers.
+    pub full: String,
+}
+
+/// First `lastUpdated` of the synthetic settings: 2024-01-01T00:00:00Z.
+const T0: i64 = 1_704_067_200;
+
+fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn quoted(s: &str) -> String {
+    let mut out = String::new();
+    escape_into(&mut out, s, false, false);
+    out
+}
+
+/// Synthetic data: `users` users, `segments` segments and, for every
+/// settings path, `versions` versions an hour apart.
+pub fn synthetic_rest(users: usize, segments: usize, versions: usize) -> RestData {
+    let users = (0..users)
+        .map(|i| {
+            // Ids above 2^53: a float round trip would change them.
+            let id = format!("{}", 9_007_199_254_740_993u64 + i as u64 * 2);
+            let name = format!("User {i} \"caf\u{e9}\"");
+            let props = format!(
+                r#"{{"plan":"pro","seats":{},"score":1.10,"tags":["a","b"],"nested":{{"x":null}}}}"#,
+                i % 7
+            );
+            let common = format!(
+                r#""id":{},"uid":{},"display_name":{},"email":{},"is_being_deleted":false,"properties":{props}"#,
+                quoted(&id),
+                quoted(&format!("uid-{i}")),
+                quoted(&name),
+                quoted(&format!("user{i}@example.com")),
+            );
+            RestUser {
+                listed: format!("{{{common}}}"),
+                full: format!(
+                    r#"{{{common},"schema":{{"properties":{{"plan":"string","seats":"int","score":"real"}}}},"type_conflicts":{{"properties":{{}}}},"app_url":{}}}"#,
+                    quoted(&format!("https://app.fullstory.com/ui/o-1/people/{id}"))
+                ),
+                id,
+            }
+        })
+        .collect();
+    let segments = (0..segments)
+        .map(|i| {
+            let created = if i == 0 {
+                // Built-in segments have no `created`.
+                String::new()
+            } else {
+                format!(r#","created":{}"#, quoted(&rfc3339(T0 + i as i64 * 60)))
+            };
+            format!(
+                r#"{{"id":{},"name":{},"creator":"jane@example.com"{created},"url":{}}}"#,
+                quoted(&format!("seg-{i}")),
+                quoted(&format!("Segment {i}")),
+                quoted(&format!(
+                    "https://app.fullstory.com/ui/o-1/segments/seg-{i}"
+                ))
+            )
+        })
+        .collect();
+    let settings = SETTINGS_PATHS
+        .iter()
+        .map(|path| {
+            let list = (0..versions).map(|v| setting_version(path, v)).collect();
+            (path.to_string(), list)
+        })
+        .collect();
+    RestData {
+        users,
+        segments,
+        settings,
+        page_size: 10,
+    }
+}
+
+/// Version `v` of the settings at `path`, updated `v` hours after [`T0`].
+fn setting_version(path: &str, v: usize) -> String {
+    let body = match path {
+        "blocking" => {
+            format!(r#""blockedIps":["10.0.0.{v}"],"blockedUas":["bot-{v}"],"blockedAppIds":[]"#)
+        }
+        "domain" => format!(
+            r#""onlyRecordKnownDomains":{},"domains":[{{"disabled":false,"domain":"example{v}.com"}}]"#,
+            v.is_multiple_of(2)
+        ),
+        "geo" => r#""recordGeoMode":"RECORD_ALL""#.to_string(),
+        "privacy" => {
+            format!(r#""elementBlocks":[{{"selector":".secret-{v}","type":"BLOCK_MASK"}}]"#)
+        }
+        "features" => format!(
+            r#""enabled":true,"consoleWatcher":{},"ajaxWatcher":true,"resourceUploading":false,"recordingShutoff":false,"clientSideRageClick":false"#,
+            v.is_multiple_of(2)
+        ),
+        _ => format!(r#""rules":[{{"match":"page-{v}"}}],"sampleRate":0.50"#),
+    };
+    format!(
+        r#"{{{body},"metadata":{{"lastUpdated":{},"lastUpdatedBy":"bob@example.com","created":{},"createdBy":"jane@example.com"}}}}"#,
+        quoted(&rfc3339(T0 + v as i64 * 3600)),
+        quoted(&rfc3339(T0))
+    )
+}
+
+impl RestData {
+    /// Adds a new current version of the settings at `path`, an hour after
+    /// the last one. Returns false for an unknown path.
+    pub fn add_version(&mut self, path: &str) -> bool {
+        let Some((_, versions)) = self.settings.iter_mut().find(|(p, _)| p == path) else {
+            return false;
+        };
+        let next = setting_version(path, versions.len());
+        versions.push(next);
+        true
+    }
+
+    /// Whether a request path is one of ours.
+    pub(super) fn serves(path: &str) -> bool {
+        path == "/v2/users"
+            || path.starts_with("/v2/users/")
+            || path == "/segments/v1"
+            || path.starts_with("/settings/recording/v1/")
+    }
+
+    /// The answer to an authorized GET of `path`; `param` reads the query.
+    pub(super) fn respond(
+        &self,
+        path: &str,
+        param: impl Fn(&str) -> Option<String>,
+    ) -> (u16, Vec<u8>) {
+        let page = self.page_size.max(1);
+        if path == "/v2/users" {
+            let from = match token(param("page_token")) {
+                Ok(from) => from,
+                Err(resp) => return resp,
+            };
+            let items: Vec<&str> = self.users.iter().map(|u| u.listed.as_str()).collect();
+            let (list, next) = slice(&items, from, page);
+            let next = next.map(|n| n.to_string()).unwrap_or_default();
+            let body = format!(
+                r#"{{"results":[{list}],"total_records":"{}","next_page_token":"{next}"}}"#,
+                self.users.len()
+            );
+            return (200, body.into_bytes());
+        }
+        if let Some(id) = path.strip_prefix("/v2/users/") {
+            let id = super::http::percent_decode(id);
+            return match self.users.iter().find(|u| u.id == id) {
+                Some(u) if param("include_schema").as_deref() == Some("true") => {
+                    (200, u.full.clone().into_bytes())
+                }
+                Some(u) => (200, u.listed.clone().into_bytes()),
+                None => not_found(),
+            };
+        }
+        if path == "/segments/v1" {
+            let from = match token(param("paginationToken")) {
+                Ok(from) => from,
+                Err(resp) => return resp,
+            };
+            let limit = limit(&param, page);
+            let items: Vec<&str> = self.segments.iter().map(String::as_str).collect();
+            let (list, next) = slice(&items, from, limit);
+            let next = next
+                .map(|n| format!(r#","nextPaginationToken":"{n}""#))
+                .unwrap_or_default();
+            return (
+                200,
+                format!(r#"{{"segments":[{list}]{next}}}"#).into_bytes(),
+            );
+        }
+        let Some(rest) = path.strip_prefix("/settings/recording/v1/") else {
+            return not_found();
+        };
+        let (name, history) = match rest.strip_suffix("/history") {
+            Some(name) => (name, true),
+            None => (rest, false),
+        };
+        let Some((_, versions)) = self.settings.iter().find(|(p, _)| p == name) else {
+            return not_found();
+        };
+        if !history {
+            return match versions.last() {
+                Some(current) => (200, current.clone().into_bytes()),
+                None => not_found(),
+            };
+        }
+        let from = match token(param("paginationToken")) {
+            Ok(from) => from,
+            Err(resp) => return resp,
+        };
+        // Newest first, as FullStory pages history.
+        let items: Vec<&str> = versions.iter().rev().map(String::as_str).collect();
+        let (list, next) = slice(&items, from, limit(&param, page));
+        // One resource answers with the token spelling an older doc shows.
+        let key = if name == "domain" {
+            "next_pagination_token"
+        } else {
+            "nextPaginationToken"
+        };
+        let next = next.map(|n| n.to_string()).unwrap_or_default();
+        (
+            200,
+            format!(r#"{{"versions":[{list}],"{key}":"{next}"}}"#).into_bytes(),
+        )
+    }
+}
+
+fn not_found() -> (u16, Vec<u8>) {
+    (
+        404,
+        br#"{"message":"not found","code":"resource_not_found"}"#.to_vec(),
+    )
+}
+
+/// A page token is the offset of the page's first item, written `p<offset>`.
+fn token(value: Option<String>) -> Result<usize, (u16, Vec<u8>)> {
+    match value.as_deref() {
+        None | Some("") => Ok(0),
+        Some(t) => t
+            .strip_prefix('p')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                (
+                    400,
+                    br#"{"message":"invalid page token","code":"invalid_argument"}"#.to_vec(),
+                )
+            }),
+    }
+}
+
+/// The `limit` asked for, at most the server's page size.
+fn limit(param: &impl Fn(&str) -> Option<String>, page: usize) -> usize {
+    param("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|&l| l > 0)
+        .map_or(page, |l| l.min(page))
+}
+
+/// Items `from..from+n` joined with commas, and the next page's token.
+fn slice(items: &[&str], from: usize, n: usize) -> (String, Option<String>) {
+    let end = (from + n).min(items.len());
+    let list = items.get(from..end).unwrap_or_default().join(",");
+    let next = (end < items.len()).then(|| format!("p{end}"));
+    (list, next)
+}

@@ -3,6 +3,7 @@
 mod faults;
 mod hygiene;
 mod input;
+mod rest;
 mod support;
 
 use std::collections::HashSet;

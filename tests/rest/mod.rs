@@ -1,0 +1,399 @@
+//! The REST streams (users, user, segments, recording settings and their
+//! history) against the demo server's REST endpoints.
+
+use std::collections::{BTreeMap, HashSet};
+
+use fullstory_demo::{Encoding, Fault, Route, Server};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const SETTINGS: &[&str] = &[
+    "block_rules",
+    "domain_settings",
+    "geo_settings",
+    "privacy_settings",
+    "recording_features",
+    "target_rules",
+];
+
+const HISTORIES: &[&str] = &[
+    "block_rules_history",
+    "domain_settings_history",
+    "geo_settings_history",
+    "privacy_settings_history",
+    "recording_features_history",
+    "target_rule_history",
+];
+
+/// A catalog selecting exactly `streams`.
+fn select(streams: &[&str]) -> Value {
+    let entries: Vec<Value> = streams
+        .iter()
+        .map(|s| json!({"tap_stream_id": s, "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}))
+        .collect();
+    json!({ "streams": entries })
+}
+
+fn rest_config(srv: &Server) -> Value {
+    let mut config = config(srv);
+    config["api_url"] = json!(srv.url());
+    config
+}
+
+/// Records per stream.
+fn by_stream(run: &Run) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for m in run.messages() {
+        if m["type"] == "RECORD" {
+            let stream = m["stream"].as_str().unwrap().to_string();
+            out.entry(stream).or_default().push(m["record"].clone());
+        }
+    }
+    out
+}
+
+fn count(records: &BTreeMap<String, Vec<Value>>, stream: &str) -> usize {
+    records.get(stream).map_or(0, Vec::len)
+}
+
+#[test]
+fn discover_lists_every_rest_stream_unselected_by_default() {
+    let run = Tap::new()
+        .arg("--discover")
+        .config(&json!({}))
+        .run()
+        .success();
+    let catalog: Value = serde_json::from_str(&run.stdout).unwrap();
+    let streams = catalog["streams"].as_array().unwrap();
+    let md = |name: &str| {
+        let s = streams
+            .iter()
+            .find(|s| s["tap_stream_id"] == name)
+            .unwrap_or_else(|| panic!("no {name} in the catalog"));
+        s["metadata"][0]["metadata"].clone()
+    };
+    assert_eq!(md("events")["selected-by-default"], true);
+    for name in ["users", "user", "segments"] {
+        assert_eq!(md(name)["table-key-properties"], json!(["id"]));
+        assert_eq!(md(name)["forced-replication-method"], "FULL_TABLE");
+        assert_eq!(md(name)["selected-by-default"], false);
+    }
+    for name in SETTINGS.iter().chain(HISTORIES) {
+        let md = md(name);
+        assert_eq!(
+            md["table-key-properties"],
+            json!(["created", "createdBy", "lastUpdated"]),
+            "{name}"
+        );
+        assert_eq!(md["forced-replication-method"], "INCREMENTAL");
+        assert_eq!(md["replication-key"], "lastUpdated");
+        assert_eq!(md["selected-by-default"], false);
+    }
+    assert_eq!(streams.len(), 1 + 3 + SETTINGS.len() + HISTORIES.len());
+}
+
+#[test]
+fn without_a_catalog_only_events_are_synced() {
+    let srv = server(bundles(1, 5, Encoding::GzipFile));
+    let run = Tap::new().config(&rest_config(&srv)).run().success();
+    let records = by_stream(&run);
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["events"]);
+    assert!(
+        srv.requests()
+            .iter()
+            .all(|r| r.path.starts_with("/api/v1/export/")),
+        "no REST request without a catalog selecting one"
+    );
+}
+
+#[test]
+fn every_page_of_every_list_is_read_once() {
+    let srv = server(Vec::new());
+    let streams = [
+        "users",
+        "user",
+        "segments",
+        "block_rules_history",
+        "domain_settings_history",
+    ];
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&streams))
+        .run()
+        .success();
+    let records = by_stream(&run);
+    assert!(!records.contains_key("events"));
+
+    let users = &records["users"];
+    let ids: HashSet<&str> = users.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(users.len(), 25, "25 users over three pages of 10");
+    assert_eq!(ids.len(), 25);
+    // Ids beyond 2^53 arrive as sent.
+    assert!(ids.contains("9007199254740993"));
+    assert!(
+        run.stdout
+            .contains(r#""properties":{"plan":"pro","seats":0,"score":1.10,"#),
+        "values are copied byte for byte"
+    );
+
+    let user = &records["user"];
+    assert_eq!(user.len(), 25);
+    let user_ids: HashSet<&str> = user.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(user_ids, ids);
+    assert!(user.iter().all(|u| u["schema"].is_object()));
+
+    assert_eq!(count(&records, "segments"), 23);
+    let segment_ids: HashSet<&str> = records["segments"]
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(segment_ids.len(), 23);
+
+    // domain history answers with next_pagination_token, blocking with
+    // nextPaginationToken: both are followed.
+    for name in ["block_rules_history", "domain_settings_history"] {
+        let versions = &records[name];
+        assert_eq!(versions.len(), 12, "{name}");
+        let stamps: HashSet<&str> = versions
+            .iter()
+            .map(|v| v["lastUpdated"].as_str().unwrap())
+            .collect();
+        assert_eq!(stamps.len(), 12);
+        // Lifted from metadata, which is kept whole too.
+        let v = &versions[0];
+        assert_eq!(v["created"], "2024-01-01T00:00:00.000Z");
+        assert_eq!(v["createdBy"], "jane@example.com");
+        assert_eq!(v["lastUpdated"], v["metadata"]["lastUpdated"]);
+        assert_eq!(v["metadata"]["lastUpdatedBy"], "bob@example.com");
+    }
+
+    let requests = srv.requests();
+    assert!(requests.iter().all(|r| r.authorized));
+    let user_pages: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path == "/v2/users")
+        .map(|r| r.query.as_str())
+        .collect();
+    // Listed once for users and once for user, three pages each.
+    assert_eq!(
+        user_pages,
+        ["", "page_token=p10", "page_token=p20"].repeat(2)
+    );
+    let domain_pages = requests
+        .iter()
+        .filter(|r| r.path == "/settings/recording/v1/domain/history")
+        .count();
+    assert_eq!(domain_pages, 2);
+    assert!(run.stderr.contains(r#""metric":"record_count","value":25"#));
+}
+
+#[test]
+fn settings_state_round_trips_and_new_versions_come_once() {
+    let srv = server(bundles(1, 5, Encoding::GzipFile));
+    let mut streams: Vec<&str> = vec!["events"];
+    streams.extend(SETTINGS);
+    streams.extend(HISTORIES);
+    let catalog = select(&streams);
+
+    let first = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .run()
+        .success();
+    let records = by_stream(&first);
+    for name in SETTINGS {
+        assert_eq!(count(&records, name), 1, "{name}");
+    }
+    for name in HISTORIES {
+        assert_eq!(count(&records, name), 12, "{name}");
+    }
+    let state = first.last_state();
+    for name in SETTINGS.iter().chain(HISTORIES) {
+        assert_eq!(
+            state["bookmarks"][name],
+            json!({"lastUpdated": "2024-01-01T11:00:00.000Z"}),
+            "{name}"
+        );
+    }
+    assert_eq!(bookmark_stop(&state), rfc3339(T0 + DAY));
+
+    // Nothing new: nothing written, bookmarks kept.
+    let second = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .state(&state)
+        .run()
+        .success();
+    assert!(second.records().is_empty(), "{}", second.stdout);
+    assert_eq!(second.last_state()["bookmarks"], state["bookmarks"]);
+
+    // A new version is written once, by the object and its history.
+    assert!(srv.add_setting_version("blocking"));
+    let third = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .state(&second.last_state())
+        .run()
+        .success();
+    let records = by_stream(&third);
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["block_rules", "block_rules_history"]
+    );
+    for name in ["block_rules", "block_rules_history"] {
+        assert_eq!(records[name].len(), 1);
+        assert_eq!(records[name][0]["lastUpdated"], "2024-01-01T12:00:00.000Z");
+        assert_eq!(records[name][0]["blockedIps"], json!(["10.0.0.12"]));
+        assert_eq!(
+            third.last_state()["bookmarks"][name]["lastUpdated"],
+            "2024-01-01T12:00:00.000Z"
+        );
+    }
+    let fourth = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .state(&third.last_state())
+        .run()
+        .success();
+    assert!(fourth.records().is_empty());
+}
+
+#[test]
+fn reads_the_python_tap_state_and_keeps_other_bookmarks() {
+    let srv = server(Vec::new());
+    // As the Python tap 2.x writes it, with an events bookmark of ours and
+    // an entry for a full-table stream.
+    let state = json!({
+        "bookmarks": {
+            "block_rules_history": {"lastUpdated": "2024-01-01T05:00:00.000000Z"},
+            "events": {"replication_key": "EventStart", "bundle_stop": "2024-01-02T00:00:00Z", "bundle_id": "170415360048"},
+            "users": {"anything": 1}
+        },
+        "currently_syncing": null
+    });
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["block_rules_history", "users"]))
+        .state(&state)
+        .run()
+        .success();
+    let records = by_stream(&run);
+    let stamps: Vec<&str> = records["block_rules_history"]
+        .iter()
+        .map(|v| v["lastUpdated"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 6, "versions 6 to 11 are newer: {stamps:?}");
+    assert!(
+        stamps
+            .iter()
+            .all(|s| s.as_bytes() > b"2024-01-01T05:00:00.000Z".as_slice())
+    );
+    let out = run.last_state();
+    assert_eq!(
+        out["bookmarks"]["block_rules_history"],
+        json!({"lastUpdated": "2024-01-01T11:00:00.000Z"})
+    );
+    assert_eq!(out["bookmarks"]["events"], state["bookmarks"]["events"]);
+    assert_eq!(out["bookmarks"]["users"], json!({"anything": 1}));
+}
+
+#[test]
+fn forbidden_stream_names_its_role_and_stops_with_the_state_so_far() {
+    let srv = server(Vec::new());
+    srv.push_fault(
+        Route::Path("/settings/recording/v1/privacy".into()),
+        Fault::Status {
+            code: 403,
+            headers: Vec::new(),
+            body: br#"{"message":"forbidden","code":"forbidden"}"#.to_vec(),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&[
+            "block_rules",
+            "privacy_settings",
+            "recording_features",
+        ]))
+        .run()
+        .failure(1);
+    let records = by_stream(&run);
+    assert_eq!(records.keys().collect::<Vec<_>>(), ["block_rules"]);
+    let last = run.last_log();
+    assert!(
+        last.contains("privacy_settings") && last.contains("Admin role") && last.contains("403"),
+        "{last}"
+    );
+    // The state after block_rules was written and is the last one.
+    let state = run.last_state();
+    assert_eq!(
+        state["bookmarks"]["block_rules"]["lastUpdated"],
+        "2024-01-01T11:00:00.000Z"
+    );
+    assert!(state["bookmarks"].get("privacy_settings").is_none());
+    let tail = run.stdout.lines().last().unwrap();
+    assert!(tail.contains(r#""type":"STATE""#), "{tail}");
+    assert!(!srv.requests().iter().any(|r| r.path.ends_with("/features")));
+}
+
+#[test]
+fn rate_limits_and_server_errors_are_retried_per_page() {
+    let srv = server(Vec::new());
+    let route = Route::Path("/v2/users".into());
+    srv.push_fault(
+        route.clone(),
+        Fault::Status {
+            code: 429,
+            headers: vec![("Retry-After".into(), "0".into())],
+            body: br#"{"code":"too_many_requests"}"#.to_vec(),
+        },
+    );
+    srv.push_fault(
+        Route::Path("/segments/v1".into()),
+        Fault::Status {
+            code: 503,
+            headers: Vec::new(),
+            body: Vec::new(),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["users", "segments"]))
+        .run()
+        .success();
+    let records = by_stream(&run);
+    assert_eq!(records["users"].len(), 25);
+    assert_eq!(records["segments"].len(), 23);
+    assert_eq!(srv.pending_faults(), 0);
+    assert!(run.stderr.contains("429"), "{}", run.stderr);
+}
+
+#[test]
+fn a_repeated_page_token_is_an_error_not_an_endless_run() {
+    let srv = server(Vec::new());
+    let page = br#"{"segments":[{"id":"s1","name":"one"}],"nextPaginationToken":"again"}"#;
+    for _ in 0..2 {
+        srv.push_fault(
+            Route::Path("/segments/v1".into()),
+            Fault::Body {
+                content_type: "application/json".into(),
+                body: page.to_vec(),
+            },
+        );
+    }
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["segments"]))
+        .run()
+        .failure(1);
+    assert!(
+        run.records().is_empty(),
+        "nothing of an unfinished stream is written"
+    );
+    assert!(
+        run.last_log().contains("\"again\" a second time"),
+        "{}",
+        run.last_log()
+    );
+}

@@ -4,8 +4,9 @@
 //! FullStory sent it, so 64-bit IDs, long decimals and escaped strings come
 //! through byte for byte. Keys the schema does not name, and known keys whose
 //! value does not have the schema's type, go into the declared `ExtraFields`
-//! object instead of being dropped. Every record gets an `EventKey` derived
-//! from the event's identity fields (see [`crate::stream::IDENTITY_FIELDS`]).
+//! object instead of being dropped. Streams with a derived key (events) get
+//! an `EventKey` from the event's identity fields (see
+//! [`crate::stream::IDENTITY_FIELDS`]); streams with natural keys do not.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -1296,6 +1297,29 @@ mod tests {
             }
             assert!(!e.contains(" line "), "{e}");
         }
+    }
+
+    #[test]
+    fn streams_without_a_derived_key_start_with_their_own_fields() {
+        let schema = Schema::of(&crate::stream::rest::BLOCK_RULES);
+        let mut s = Shaper::new(&schema, &Selection::all(&schema));
+        let (line, v) = shape(
+            &mut s,
+            r#"{"lastUpdated":"2024-01-01T00:00:00Z","blockedIps":["1.2.3.4"],"new":1.50}"#,
+        );
+        assert!(
+            line.starts_with(r#"{"type":"RECORD","stream":"block_rules","record":{"lastUpdated":"2024-01-01T00:00:00Z","blockedIps":["1.2.3.4"],"ExtraFields":{"new":1.50}}"#),
+            "{line}"
+        );
+        assert!(v["record"].get("EventKey").is_none());
+        // Only unknown keys: the extras object opens the record.
+        let (line, _) = shape(&mut s, r#"{"new":2}"#);
+        assert!(
+            line.contains(r#""record":{"ExtraFields":{"new":2}}"#),
+            "{line}"
+        );
+        let (line, _) = shape(&mut s, "{}");
+        assert!(line.contains(r#""record":{}"#), "{line}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The streams the tap offers, as data: adding a stream is one entry in
 //! [`STREAMS`] plus its `schemas/<name>.json`.
 
-mod rest;
+pub(crate) mod rest;
 
 pub use rest::{LAST_UPDATED, RestKind};
 

@@ -10,7 +10,11 @@
 #   5. tap | target-postgres (meltanolabs) into a PostgreSQL started here on
 #      loopback: a run killed with SIGKILL part way, resumed from its STATE,
 #      then a full re-sync without state: every event is one row (upserts on
-#      EventKey), and 64-bit IDs are exact.
+#      EventKey), and 64-bit IDs are exact;
+#   6. every stream selected (events and the REST streams): singer-check-tap
+#      passes, and target-jsonl and target-postgres load every user, segment
+#      and settings version exactly once; then a Meltano run with `select:`
+#      patterns syncs just the streams they name.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -64,7 +68,7 @@ done
 run="$work/run"
 rm -rf "$run" && mkdir -p "$run"
 cat >"$run/config.json" <<JSON
-{"api_key": "demo-key", "start_date": "2024-01-01T00:00:00Z", "base_url": "http://127.0.0.1:$port", "download_window_seconds": 0}
+{"api_key": "demo-key", "start_date": "2024-01-01T00:00:00Z", "base_url": "http://127.0.0.1:$port", "api_url": "http://127.0.0.1:$port", "download_window_seconds": 0}
 JSON
 
 say "1. tap | singer-check-tap"
@@ -134,6 +138,21 @@ say "4. meltano run tap-fullstory target-jsonl, twice"
 project="$run/meltano"
 mkdir -p "$project/output"
 sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" examples/meltano.yml >"$project/meltano.yml"
+# A second extractor with Singer select patterns, for step 6.
+"$py" - "$project/meltano.yml" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+extra = """  - name: tap-fullstory-rest
+    inherit_from: tap-fullstory
+    select:
+    - users.*
+    - block_rules_history.*
+    - '!segments.*'
+"""
+text = text.replace("  extractors:\n", "  extractors:\n" + extra, 1)
+open(path, "w").write(text)
+PY
 (
   cd "$project"
   export PATH="$work/venv-meltano/bin:$PATH" MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
@@ -206,4 +225,60 @@ want_max=$(grep -o '9223372036854775807' "$run"/jsonl/events-*.jsonl | wc -l)
 got_max=$(sql 'select count(*) from fullstory.events e, unnest(array[e."UserId", e."SessionId", e."PageId", e."IndvId"]) id where id = 9223372036854775807')
 [ "$want_max" -gt 0 ] && [ "$got_max" = "$want_max" ] || fail "64-bit IDs: $got_max values of 2^63-1 in PostgreSQL, $want_max in the stream"
 
-echo "e2e: 5 passed, 0 failed"
+say "6. every stream selected: singer-check-tap, target-jsonl, target-postgres; meltano select"
+# The demo server's REST data: 25 users (3 pages), 23 segments, and 6
+# settings objects with 12 versions each.
+users=25 segments=23 versions=12
+rest_records=$((users * 2 + segments + 6 + 6 * versions))
+tap-fullstory --config "$run/config.json" --discover \
+  | "$py" -c 'import json, sys
+c = json.load(sys.stdin)
+for s in c["streams"]:
+    s["metadata"][0]["metadata"]["selected"] = True
+json.dump(c, sys.stdout)' >"$run/all.json"
+tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6a.log" \
+  | "$work/venv-singer/bin/singer-check-tap" >"$run/check6.txt" 2>&1 \
+  || fail "singer-check-tap rejected the all-streams output: $(tail -20 "$run/check6.txt")"
+grep -Eq "^ *$((total + rest_records)) record messages" "$run/check6.txt" \
+  || fail "expected $((total + rest_records)) records: $(cat "$run/check6.txt")"
+count_rest() { # count_rest DIR STREAM KEY... -> rows, each key tuple once
+  "$py" - "$@" <<'PY'
+import glob, json, sys
+d, stream, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
+rows = [json.loads(l) for f in sorted(glob.glob(f"{d}/{stream}-*.jsonl")) for l in open(f)]
+ids = {tuple(r.get(k) for k in keys) for r in rows}
+if len(ids) != len(rows):
+    sys.exit(f"{stream}: {len(rows)} rows, {len(ids)} distinct keys")
+print(len(rows))
+PY
+}
+mkdir -p "$run/all-jsonl"
+echo "{\"destination_path\": \"$run/all-jsonl\"}" >"$run/target6.json"
+tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6b.log" \
+  | "$work/venv-singer/bin/target-jsonl" --config "$run/target6.json" >"$run/state6.json" \
+  || fail "tap | target-jsonl with every stream failed"
+[ "$(count_rest "$run/all-jsonl" users id)" = "$users" ] || fail "target-jsonl: users not each loaded once"
+[ "$(count_rest "$run/all-jsonl" user id)" = "$users" ] || fail "target-jsonl: user not each loaded once"
+[ "$(count_rest "$run/all-jsonl" segments id)" = "$segments" ] || fail "target-jsonl: segments not each loaded once"
+for s in block_rules_history domain_settings_history geo_settings_history privacy_settings_history recording_features_history target_rule_history; do
+  [ "$(count_rest "$run/all-jsonl" "$s" created createdBy lastUpdated)" = "$versions" ] || fail "target-jsonl: $s not each version once"
+done
+sed 's/"fullstory"/"fullstory_rest"/' "$run/postgres.json" >"$run/postgres6.json"
+tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6c.log" \
+  | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres6.json" >"$run/state6pg.json" 2>"$run/postgres-6.log" \
+  || fail "tap | target-postgres with every stream: $(tail -3 "$run/postgres-6.log")"
+rows=$(sql 'select count(*), count(distinct id) from fullstory_rest.users')
+[ "$rows" = "$users|$users" ] || fail "PostgreSQL users: $rows rows|ids, expected $users|$users"
+rows=$(sql 'select count(*) from fullstory_rest.block_rules_history')
+[ "$rows" = "$versions" ] || fail "PostgreSQL block_rules_history: $rows rows, expected $versions"
+(
+  cd "$project"
+  export PATH="$work/venv-meltano/bin:$PATH" MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+  export TAP_FULLSTORY_API_KEY=demo-key
+  meltano run tap-fullstory-rest target-jsonl >"$run/meltano3.log" 2>&1 || fail "meltano run tap-fullstory-rest: $(tail -5 "$run/meltano3.log")"
+  [ "$(count_rest output users id)" = "$users" ] || fail "meltano select: users not each loaded once"
+  [ "$(count_rest output block_rules_history created createdBy lastUpdated)" = "$versions" ] || fail "meltano select: block_rules_history"
+  if ls output/segments-*.jsonl >/dev/null 2>&1; then fail "meltano select: segments synced though not selected"; fi
+)
+
+echo "e2e: 6 passed, 0 failed"

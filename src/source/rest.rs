@@ -22,6 +22,7 @@ use crate::http::{Client, Endpoint, Failure, chain, metric_records, snippet};
 use crate::pipeline::Settings;
 use crate::pipeline::spool::create_spool;
 use crate::record::Shaper;
+use crate::redact;
 use crate::singer::{CopyTarget, SingerWriter};
 use crate::state::{Bookmark, LastUpdated, State};
 use crate::stream::{LAST_UPDATED, RestKind, StreamDef};
@@ -191,7 +192,7 @@ impl Rest {
             }
             RestKind::Settings(path) => {
                 let url = format!("{api}/settings/recording/v1/{path}");
-                let what = format!("{}: GET {url}", def.name);
+                let what = format!("{}: GET {}", def.name, redact::url(&url));
                 let body = self
                     .retry
                     .run(&what, None, || self.fetch(&call, &url, SETTINGS))
@@ -313,11 +314,15 @@ impl Rest {
             })?;
         let body = resp.bytes().await.map_err(|e| {
             Failure::retry(format!(
-                "reading the answer to GET {url} failed: {}",
+                "reading the answer to GET {} failed: {}",
+                redact::url(url),
                 chain(&e.without_url())
             ))
         })?;
-        Ok(body.to_vec())
+        // Gunzipped when the bytes say gzip, as bundles and lists are.
+        let body = crate::http::body::decoded(&body)
+            .map_err(|why| Failure::retry(format!("GET {}: {why}", redact::url(url))))?;
+        Ok(body.into_owned())
     }
 }
 

@@ -397,3 +397,25 @@ fn a_repeated_page_token_is_an_error_not_an_endless_run() {
         run.last_log()
     );
 }
+
+#[test]
+fn a_gzipped_page_is_read_by_its_bytes() {
+    let srv = server(Vec::new());
+    let page = br#"{"segments":[{"id":"s1","name":"one","created":"2024-01-01T00:00:00Z"}]}"#;
+    srv.push_fault(
+        Route::Path("/segments/v1".into()),
+        Fault::Body {
+            content_type: "application/json".into(),
+            body: fullstory_demo::gzip(page),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["segments"]))
+        .run()
+        .success();
+    let records = run.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["id"], "s1");
+    assert_eq!(records[0]["created"], "2024-01-01T00:00:00Z");
+}

@@ -106,17 +106,25 @@ impl FieldIndex {
         (name_hash(key) >> 32) as usize & (self.table.len() - 1)
     }
 
+    #[cfg(test)]
     fn get(&self, key: &str) -> Option<usize> {
+        self.find(key).ok()
+    }
+
+    /// The slot of `key`, or the key's [`name_hash`] when it has none (the
+    /// caller notes unknown keys by that hash).
+    fn find(&self, key: &str) -> Result<usize, u64> {
         let key = key.as_bytes();
+        let hash = name_hash(key);
         let mask = self.table.len() - 1;
-        let mut at = self.slot(key);
+        let mut at = (hash >> 32) as usize & mask;
         loop {
             let i = self.table[at];
             if i == EMPTY {
-                return None;
+                return Err(hash);
             }
             if *self.names[usize::from(i)] == *key {
-                return Some(usize::from(i));
+                return Ok(usize::from(i));
             }
             at = (at + 1) & mask;
         }
@@ -339,15 +347,7 @@ impl Shaper {
         let counts = self.counts;
         let mut result = self.parse(text, None, out);
         if result.is_ok() && self.duplicate {
-            // Rare: shape again, keeping only the last value of each key
-            // (what common parsers do, and what the EventKey already uses).
-            result = last_of_each_key(text).and_then(|keep| {
-                self.counts = counts;
-                self.counts.duplicates += keep.iter().filter(|k| !**k).count() as u64;
-                self.reset_event();
-                out.truncate(body);
-                self.parse(text, Some(&keep), out)
-            });
+            result = self.reshape_last_values(text, counts, body, out);
         }
         if let Err(e) = result {
             out.truncate(start);
@@ -371,6 +371,26 @@ impl Shaper {
             write_hex(key, &mut out[at..at + KEY_HEX_LEN]);
         }
         Ok(())
+    }
+
+    /// Rare: shapes the event again, keeping only the last value of each key
+    /// (what common parsers do, and what the EventKey already uses). Kept
+    /// out of line so the usual path stays one inlined parse.
+    #[cold]
+    #[inline(never)]
+    fn reshape_last_values(
+        &mut self,
+        text: &str,
+        counts: Counts,
+        body: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        let keep = last_of_each_key(text)?;
+        self.counts = counts;
+        self.counts.duplicates += keep.iter().filter(|k| !**k).count() as u64;
+        self.reset_event();
+        out.truncate(body);
+        self.parse(text, Some(&keep), out)
     }
 
     /// Says which event, which field and which byte a parse error is at.
@@ -419,6 +439,7 @@ impl Shaper {
 
     /// Shapes the fields of `text` into `out`; with `keep`, only the pairs
     /// (by position) it marks.
+    #[inline(always)]
     fn parse(
         &mut self,
         text: &str,
@@ -480,12 +501,15 @@ impl Shaper {
     fn field(&mut self, key: &str, key_escaped: bool, raw: &RawValue, out: &mut Vec<u8>) {
         let text = raw.get();
         let value = text.as_bytes();
-        let Some(idx) = self.by_name.get(key) else {
-            self.push_extra(key, key_escaped, text);
-            if self.extra_selected {
-                self.note_extra_key();
+        let idx = match self.by_name.find(key) {
+            Ok(idx) => idx,
+            Err(hash) => {
+                self.push_extra(key, key_escaped, text);
+                if self.extra_selected {
+                    self.note_extra_key(hash);
+                }
+                return;
             }
-            return;
         };
         let bit = 1u64 << (idx % 64);
         if self.seen_slots[idx / 64] & bit != 0 {
@@ -535,11 +559,12 @@ impl Shaper {
     }
 
     /// Records the ExtraFields key just written, noting whether this event
-    /// already had it. Keys are compared as written, which is canonical.
-    fn note_extra_key(&mut self) {
+    /// already had it. Keys are compared as written, which is canonical;
+    /// `hash` is the [`name_hash`] of the decoded key, so equal keys share it.
+    fn note_extra_key(&mut self, hash: u64) {
         let (from, to) = self.last_extra_key;
         let key = &self.extras[from..to];
-        let bit = (name_hash(key) >> 56) as usize;
+        let bit = (hash >> 56) as usize;
         let (word, mask) = (bit / 64, 1u64 << (bit % 64));
         if self.extra_filter[word] & mask != 0
             && self
@@ -646,21 +671,31 @@ pub const MAX_DEPTH: usize = 64;
 /// target cannot hold: a Postgres `bigint` and a Java `long` are signed 64-bit,
 /// so `u64` values above `i64::MAX` do not fit either.
 fn integer_fits(text: &[u8]) -> bool {
-    // Eighteen digits always fit; only longer text needs parsing.
-    text.len() <= 18 || std::str::from_utf8(text).is_ok_and(|t| t.parse::<i64>().is_ok())
+    // The text is a valid JSON integer (no leading zeros), so below nineteen
+    // digits it fits, above it does not, and at nineteen comparing digits
+    // compares values. This runs for every id of every event.
+    let (digits, limit): (&[u8], &[u8]) = match text {
+        [b'-', rest @ ..] => (rest, b"9223372036854775808"),
+        _ => (text, b"9223372036854775807"),
+    };
+    digits.len() < limit.len() || (digits.len() == limit.len() && digits <= limit)
 }
 
 /// Whether a number's text is a finite `f64` (`1e400` is not: targets turn
 /// it into Infinity, which is not JSON).
 fn number_fits(text: &[u8]) -> bool {
     // Without an exponent, 300 characters cannot reach f64::MAX (about 1.8e308).
-    (text.len() <= 300 && !text.iter().any(|b| matches!(b, b'e' | b'E')))
+    (text.len() <= 300 && !text.iter().any(|b| (b | 0x20) == b'e'))
         || std::str::from_utf8(text).is_ok_and(|t| t.parse::<f64>().is_ok_and(f64::is_finite))
 }
 
 /// Whether a JSON number token is one every target can hold: an integer in
 /// `i64` range, or any other number that is a finite `f64`.
 fn number_token_fits(text: &[u8]) -> bool {
+    // Short integers, the usual case, fit without looking at their bytes.
+    if text.len() <= 18 {
+        return !text.iter().any(|b| (b | 0x20) == b'e') || number_fits(text);
+    }
     if text.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         number_fits(text)
     } else {
@@ -785,7 +820,15 @@ fn replace_lone_surrogates(event: &[u8], out: &mut Vec<u8>) -> u64 {
         let at = i + k;
         // Skip whatever is escaped, so `\\ud800` is left alone.
         i = at + 2;
-        if event.get(at + 1) != Some(&b'u') {
+        // Only `\uD800` to `\uDFFF` are surrogates: most `\u` escapes are
+        // told apart by their first two hex digits without decoding.
+        if event.get(at + 1) != Some(&b'u')
+            || event.get(at + 2).map(|b| b | 0x20) != Some(b'd')
+            || !matches!(
+                event.get(at + 3),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            )
+        {
             continue;
         }
         let Some(unit) = event.get(at + 2..).and_then(hex_unit) else {

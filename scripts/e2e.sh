@@ -14,7 +14,10 @@
 #   6. every stream selected (events and the REST streams): singer-check-tap
 #      passes, and target-jsonl and target-postgres load every user, segment
 #      and settings version exactly once; then a Meltano run with `select:`
-#      patterns syncs just the streams they name.
+#      patterns syncs just the streams they name;
+#   7. source segment_export through target-jsonl, continuing from a bundle
+#      run's STATE: the same EventKeys as the bundles, none missing or twice,
+#      and the individuals stream beside it.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -234,7 +237,8 @@ tap-fullstory --config "$run/config.json" --discover \
   | "$py" -c 'import json, sys
 c = json.load(sys.stdin)
 for s in c["streams"]:
-    s["metadata"][0]["metadata"]["selected"] = True
+    # individuals comes from Segment Export: step 7 covers it.
+    s["metadata"][0]["metadata"]["selected"] = s["tap_stream_id"] != "individuals"
 json.dump(c, sys.stdout)' >"$run/all.json"
 tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6a.log" \
   | "$work/venv-singer/bin/singer-check-tap" >"$run/check6.txt" 2>&1 \
@@ -281,4 +285,34 @@ rows=$(sql 'select count(*) from fullstory_rest.block_rules_history')
   if ls output/segments-*.jsonl >/dev/null 2>&1; then fail "meltano select: segments synced though not selected"; fi
 )
 
-echo "e2e: 6 passed, 0 failed"
+say "7. Segment Export through target-jsonl, switched to from a bundle run's STATE"
+mkdir -p "$run/segment"
+echo "{\"destination_path\": \"$run/segment\"}" >"$run/target7.json"
+cat >"$run/segment.json" <<JSON
+{"source": "segment_export", "api_url": "http://127.0.0.1:$port", "export_delay_hours": 0,
+ "poll_interval_seconds": 0.05, "export_window_hours": 12, "end_date": "2024-01-05T00:00:00Z"}
+JSON
+tap-fullstory --config "$run/config.json" --config <(echo '{"end_date": "2024-01-03T00:00:00Z"}') 2>"$run/tap7a.log" \
+  | "$work/venv-singer/bin/target-jsonl" --config "$run/target7.json" >"$run/state7a.json" \
+  || fail "bundle run before the switch failed"
+tap-fullstory --config "$run/config.json" --config "$run/segment.json" --state <(tail -1 "$run/state7a.json") 2>"$run/tap7b.log" \
+  | "$work/venv-singer/bin/target-jsonl" --config "$run/target7.json" >"$run/state7b.json" \
+  || fail "tap (segment_export) | target-jsonl failed: $(tail -2 "$run/tap7b.log")"
+"$py" - "$run/jsonl" "$run/segment" "$run/state7b.json" <<'PY' || fail "segment export e2e check"
+import glob, json, sys
+def rows(d, stream):
+    return [json.loads(l) for f in sorted(glob.glob(f"{d}/{stream}-*.jsonl")) for l in open(f)]
+want = {r["EventKey"] for r in rows(sys.argv[1], "events") if r["EventStart"] < "2024-01-05"}
+got = [r["EventKey"] for r in rows(sys.argv[2], "events")]
+if len(got) != len(set(got)) or set(got) != want:
+    sys.exit(f"{len(got)} rows, {len(set(got))} keys; expected the {len(want)} keys of the bundles")
+people = rows(sys.argv[2], "individuals")
+if not people or not all(isinstance(p["IndvId"], int) for p in people):
+    sys.exit(f"individuals: {people[:2]}")
+state = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1])
+if state["bookmarks"]["events"].get("window_end") != "2024-01-05T00:00:00Z":
+    sys.exit(f"final STATE: {state}")
+print(f"   {len(got)} events ({len(want)} expected) and {len(people)} individual rows", file=sys.stderr)
+PY
+
+echo "e2e: 7 passed, 0 failed"

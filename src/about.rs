@@ -8,7 +8,8 @@ use crate::config::{ENV_PREFIX, Kind, SETTINGS};
 /// The capabilities the tap truly supports.
 pub(crate) const CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "properties"];
 
-const DESCRIPTION: &str = "Singer tap for FullStory Data Export bundles";
+const DESCRIPTION: &str =
+    "Singer tap for FullStory events and individuals (Data Export bundles or Segment Export)";
 
 /// Output formats of `--about`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

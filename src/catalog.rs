@@ -116,10 +116,22 @@ impl Schema {
 }
 
 /// The catalog printed by `--discover`: every stream the tap has.
+#[cfg(test)]
 pub(crate) fn catalog() -> Value {
+    catalog_selecting(&[])
+}
+
+/// The catalog, with the streams named in `also` selected by default too.
+pub(crate) fn catalog_selecting(also: &[&str]) -> Value {
     let streams: Vec<Value> = STREAMS
         .iter()
-        .map(|def| Schema::of(def).catalog_entry())
+        .map(|def| {
+            let mut entry = Schema::of(def).catalog_entry();
+            if also.contains(&def.name) {
+                entry["metadata"][0]["metadata"]["selected-by-default"] = json!(true);
+            }
+            entry
+        })
         .collect();
     json!({ "streams": streams })
 }
@@ -195,6 +207,17 @@ impl Selections {
             .map(|def| (def.name, Selection::all(&Schema::of(def))))
             .collect();
         Selections { streams }
+    }
+
+    /// The same, with the streams named in `also` selected too.
+    pub(crate) fn all_and(also: &[&str]) -> Selections {
+        let mut selections = Selections::all();
+        for def in STREAMS.iter().filter(|def| also.contains(&def.name)) {
+            selections
+                .streams
+                .insert(def.name, Selection::all(&Schema::of(def)));
+        }
+        selections
     }
 
     /// The stream's selection, if the stream is selected.

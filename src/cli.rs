@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::about::{self, AboutFormat};
-use crate::catalog::{Selections, catalog};
+use crate::catalog::{Selections, catalog_selecting};
 use crate::config::{ENV_SOURCE, RawConfig};
 use crate::error::{EXIT_INPUT, Error, Result, Signal, one_line};
 use crate::singer::SingerWriter;
 use crate::state::State;
 
-/// Singer tap for FullStory Data Export bundles.
+/// Singer tap for FullStory events and individuals (Data Export bundles or Segment Export).
 #[derive(Debug, Parser)]
 #[command(name = "tap-fullstory", version, about, long_about = None)]
 pub(crate) struct Args {
@@ -111,8 +111,8 @@ fn run(args: Args) -> Result<()> {
         }
     }
     if args.discover {
-        let mut text =
-            serde_json::to_string_pretty(&catalog()).map_err(|e| Error::Output(e.into()))?;
+        let mut text = serde_json::to_string_pretty(&catalog_selecting(raw.default_streams()))
+            .map_err(|e| Error::Output(e.into()))?;
         text.push('\n');
         return print_stdout(&text);
     }
@@ -125,7 +125,7 @@ fn run(args: Args) -> Result<()> {
     };
     let selections = match args.catalog.as_ref().or(args.properties.as_ref()) {
         Some(path) => Selections::from_catalog_file(path)?,
-        None => Selections::all(),
+        None => Selections::all_and(raw.default_streams()),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -97,7 +97,49 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "api_url",
         Kind::String,
         Some("https://api.fullstory.com"),
-        "Host of every FullStory API other than the legacy bundles (users, segments, recording settings). http:// is accepted only for loopback addresses.",
+        "Host of every FullStory API other than the legacy bundles (Segment Export, users, segments, recording settings). http:// is accepted only for loopback addresses.",
+    ),
+    setting(
+        "source",
+        Kind::String,
+        Some("data_export"),
+        "Where the events stream comes from: data_export (the legacy Data Export bundles on base_url) or segment_export (the Segment Export API on api_url, which FullStory supports).",
+    ),
+    setting(
+        "segment_id",
+        Kind::String,
+        Some("everyone"),
+        "Segment whose events and individuals Segment Export exports.",
+    ),
+    setting(
+        "export_window_hours",
+        Kind::Number,
+        Some("24"),
+        "Length of one Segment Export window in hours: 0.25 to 24, dividing 24; windows are aligned to UTC midnight (the first may be shorter).",
+    ),
+    setting(
+        "export_delay_hours",
+        Kind::Number,
+        Some("24"),
+        "Segment Export windows ending after now minus this many hours wait for a later run, so sessions have settled.",
+    ),
+    setting(
+        "lookback_hours",
+        Kind::Number,
+        Some("0"),
+        "Each Segment Export run also exports this many hours before the bookmark again, for late rows; targets upserting on the key keep one row each.",
+    ),
+    setting(
+        "poll_interval_seconds",
+        Kind::Number,
+        Some("5"),
+        "How often a pending Segment Export operation is polled.",
+    ),
+    setting(
+        "export_timeout_minutes",
+        Kind::Number,
+        Some("120"),
+        "How long one Segment Export operation may stay pending before the run stops; the next run resumes it.",
     ),
     setting(
         "user_agent",
@@ -203,6 +245,26 @@ pub(crate) struct Config {
     pub(crate) progress_interval: Duration,
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) skip_bundles: Vec<String>,
+    pub(crate) source: EventsSource,
+    pub(crate) segment: SegmentSettings,
+}
+
+/// Where the `events` stream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventsSource {
+    DataExport,
+    SegmentExport,
+}
+
+/// The Segment Export settings.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentSettings {
+    pub(crate) segment_id: String,
+    pub(crate) window: chrono::TimeDelta,
+    pub(crate) delay: chrono::TimeDelta,
+    pub(crate) lookback: chrono::TimeDelta,
+    pub(crate) poll_interval: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// Where a setting's value came from, for error messages.
@@ -277,6 +339,15 @@ impl RawConfig {
         }
     }
 
+    /// The streams selected by default besides the always-default ones: the
+    /// individuals stream when `source` is `segment_export`.
+    pub(crate) fn default_streams(&self) -> &'static [&'static str] {
+        match self.get("source") {
+            Some((Value::String(s), _)) if s == "segment_export" => &["individuals"],
+            _ => &[],
+        }
+    }
+
     /// Checks every setting and produces the run's configuration.
     pub(crate) fn validate(&self, now: DateTime<Utc>) -> Result<Config> {
         for (key, _, source) in &self.values {
@@ -323,10 +394,21 @@ impl RawConfig {
             None => default_of("base_url").to_string(),
         };
 
+        let source = match self.string("source")?.as_deref() {
+            None | Some("data_export") => EventsSource::DataExport,
+            Some("segment_export") => EventsSource::SegmentExport,
+            Some(other) => {
+                return Err(self.bad(
+                    "source",
+                    &format!("is {other:?}; use \"data_export\" or \"segment_export\""),
+                ));
+            }
+        };
         let api_url = match self.string("api_url")? {
             Some(url) => check_base_url(&url).map_err(|why| self.bad("api_url", &why))?,
             None => default_of("api_url").to_string(),
         };
+        let segment = self.segment_settings()?;
 
         let user_agent = self
             .string("user_agent")?
@@ -349,6 +431,57 @@ impl RawConfig {
             progress_interval: self.seconds("progress_interval_seconds", false)?,
             spool_dir: self.string("spool_dir")?.map(PathBuf::from),
             skip_bundles: self.string_list("skip_bundles")?,
+            source,
+            segment,
+        })
+    }
+
+    fn segment_settings(&self) -> Result<SegmentSettings> {
+        let segment_id = match self.string("segment_id")? {
+            Some(id) if !id.trim().is_empty() => id.trim().to_string(),
+            Some(_) => return Err(self.bad("segment_id", "is empty")),
+            None => default_of("segment_id").to_string(),
+        };
+        let hours = |key: &'static str| -> Result<f64> {
+            Ok(self.number(key)?.unwrap_or_else(|| default_number(key)))
+        };
+        let window = hours("export_window_hours")?;
+        // Whole seconds that divide a day, so windows tile each UTC day.
+        let window_secs = (window * 3600.0).round();
+        if !(900.0..=86_400.0).contains(&window_secs)
+            || (window * 3600.0 - window_secs).abs() > 1e-6
+            || 86_400.0 % window_secs != 0.0
+        {
+            return Err(self.bad(
+                "export_window_hours",
+                "must be between 0.25 and 24 and divide 24 (e.g. 0.25, 0.5, 1, 2, 3, 4, 6, 8, 12, 24)",
+            ));
+        }
+        let delay = hours("export_delay_hours")?;
+        if !(0.0..=24.0 * 366.0).contains(&delay) {
+            return Err(self.bad("export_delay_hours", "must be 0 or more hours"));
+        }
+        let lookback = hours("lookback_hours")?;
+        if !(0.0..=24.0 * 366.0).contains(&lookback) {
+            return Err(self.bad("lookback_hours", "must be 0 or more hours"));
+        }
+        let millis = |h: f64| chrono::TimeDelta::milliseconds((h * 3_600_000.0).round() as i64);
+        let timeout = self
+            .number("export_timeout_minutes")?
+            .unwrap_or_else(|| default_number("export_timeout_minutes"));
+        if !(timeout > 0.0 && timeout <= 7.0 * 24.0 * 60.0) {
+            return Err(self.bad(
+                "export_timeout_minutes",
+                "must be more than 0 and at most a week",
+            ));
+        }
+        Ok(SegmentSettings {
+            segment_id,
+            window: chrono::TimeDelta::seconds(window_secs as i64),
+            delay: millis(delay),
+            lookback: millis(lookback),
+            poll_interval: self.seconds("poll_interval_seconds", false)?,
+            timeout: Duration::from_secs_f64(timeout * 60.0),
         })
     }
 
@@ -746,6 +879,59 @@ mod tests {
             err.contains("'api_url'") && err.contains("plain http"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn segment_export_settings() {
+        let base = json!({"api_key": "k", "start_date": "2024-01-01"});
+        let cfg = raw(base.clone()).validate(now()).unwrap();
+        assert_eq!(cfg.source, EventsSource::DataExport);
+        assert_eq!(cfg.api_url, "https://api.fullstory.com");
+        assert_eq!(cfg.segment.segment_id, "everyone");
+        assert_eq!(cfg.segment.window, chrono::TimeDelta::hours(24));
+        assert_eq!(cfg.segment.delay, chrono::TimeDelta::hours(24));
+        assert_eq!(cfg.segment.lookback, chrono::TimeDelta::zero());
+        assert_eq!(cfg.segment.poll_interval, Duration::from_secs(5));
+        assert_eq!(cfg.segment.timeout, Duration::from_secs(7200));
+        let with = |k: &str, v: Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            raw(c).validate(now())
+        };
+        assert_eq!(
+            with("source", json!("segment_export")).unwrap().source,
+            EventsSource::SegmentExport
+        );
+        assert!(with("source", json!("bundles")).is_err());
+        for ok in [0.25, 0.5, 1.0, 3.0, 8.0, 24.0] {
+            assert!(with("export_window_hours", json!(ok)).is_ok(), "{ok}");
+        }
+        for bad in [0.0, 0.2, 5.0, 7.0, 25.0, 48.0, -1.0] {
+            assert!(with("export_window_hours", json!(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            with("export_window_hours", json!("0.25"))
+                .unwrap()
+                .segment
+                .window,
+            chrono::TimeDelta::minutes(15)
+        );
+        assert!(with("export_delay_hours", json!(-1)).is_err());
+        assert_eq!(
+            with("export_delay_hours", json!(0)).unwrap().segment.delay,
+            chrono::TimeDelta::zero()
+        );
+        assert!(with("lookback_hours", json!(-0.5)).is_err());
+        assert!(with("api_url", json!("http://api.fullstory.com")).is_err());
+        assert_eq!(
+            with("api_url", json!("http://127.0.0.1:9/"))
+                .unwrap()
+                .api_url,
+            "http://127.0.0.1:9"
+        );
+        assert!(with("segment_id", json!(" ")).is_err());
+        assert!(with("export_timeout_minutes", json!(0)).is_err());
+        assert!(with("poll_interval_seconds", json!(0)).is_err());
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! tap-fullstory: a Singer tap that syncs FullStory Data Export bundles.
+//! tap-fullstory: a Singer tap that syncs FullStory events, from Data Export
+//! bundles or the Segment Export API, and individuals from Segment Export.
 //!
 //! The pipeline, in the order a run goes through it:
 //! [`cli`] → [`config`], [`state`], [`catalog`] (over the streams in
 //! [`stream`]) → `run` (each selected stream from its source) → `pipeline`
 //! (the exactly-once loop: fetch ahead, spool, verify, commit) driving a
-//! `source` (Data Export bundles, over `http` with retry and pacing) →
+//! `source` (Data Export bundles or Segment Export windows, over `http` with
+//! retry and pacing) →
 //! [`read`] (gunzip, split the JSON array or NDJSON into events) →
 //! [`record`] (selection, key, extra fields) → [`singer`] (stdout). [`error`]
 //! maps failures to exit codes; `redact` keeps credentials out of everything

@@ -1029,6 +1029,27 @@ mod tests {
         Shaper::new(&schema, &Selection::all(&schema))
     }
 
+    #[test]
+    fn a_stream_with_a_natural_key_gets_no_derived_one() {
+        let schema = Schema::of(&crate::stream::INDIVIDUALS);
+        let mut s = Shaper::new(&schema, &Selection::all(&schema));
+        for (row, want) in [
+            (
+                r#"{"IndvId":9223372036854775807,"NumEvents":3,"user_plan_str":"pro"}"#,
+                r#""record":{"IndvId":9223372036854775807,"NumEvents":3,"ExtraFields":{"user_plan_str":"pro"}}"#,
+            ),
+            (
+                r#"{"user_x_str":"a"}"#,
+                r#""record":{"ExtraFields":{"user_x_str":"a"}}"#,
+            ),
+            ("{}", r#""record":{}"#),
+        ] {
+            let (line, _) = shape(&mut s, row);
+            assert!(line.contains(want), "{line}");
+            assert!(!line.contains("EventKey"));
+        }
+    }
+
     fn shape(s: &mut Shaper, event: &str) -> (String, Value) {
         let mut out = Vec::new();
         s.shape(event.as_bytes(), &mut out).unwrap();

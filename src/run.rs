@@ -5,13 +5,14 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::catalog::{Schema, Selections};
-use crate::config::Config;
+use crate::config::{Config, EventsSource};
 use crate::error::Result;
 use crate::http::Client;
 use crate::pipeline::{Pipeline, Settings};
 use crate::singer::{CopyTarget, SingerWriter};
 use crate::source::data_export::DataExport;
 use crate::source::rest::Rest;
+use crate::source::segment_export::{ExportType, SegmentExport};
 use crate::state::State;
 use crate::stream::{STREAMS, SourceKind};
 
@@ -48,16 +49,26 @@ pub(crate) async fn sync<W: Write + CopyTarget>(
         let schema = Schema::of(def);
         let selection = selection.clone();
         let settings = settings.clone();
-        match def.source {
-            SourceKind::DataExport => {
+        match (def.source, config.source) {
+            (SourceKind::DataExport, EventsSource::DataExport) => {
                 let source = DataExport::new(&config, Arc::clone(&client));
                 Pipeline::new(source, def, schema, selection, settings, &mut state, out)
                     .run()
                     .await?;
             }
-            SourceKind::Rest(kind) => {
+            (SourceKind::Rest(kind), _) => {
                 Rest::new(&config, Arc::clone(&client))
                     .sync(def, kind, &schema, &selection, &settings, &mut state, out)
+                    .await?;
+            }
+            (SourceKind::DataExport | SourceKind::SegmentExport, _) => {
+                let kind = match def.source {
+                    SourceKind::SegmentExport => ExportType::Individuals,
+                    _ => ExportType::Events,
+                };
+                let source = SegmentExport::new(&config, Arc::clone(&client), kind);
+                Pipeline::new(source, def, schema, selection, settings, &mut state, out)
+                    .run()
                     .await?;
             }
         }

@@ -21,6 +21,8 @@ pub(crate) enum Bookmark {
     /// REST settings streams: `{"lastUpdated": "<date-time>"}`, as the
     /// Python tap 2.x writes it.
     LastUpdated(LastUpdated),
+    /// Segment Export windows: `{"replication_key", "window_end", "export"}`.
+    Window(WindowBookmark),
 }
 
 impl Bookmark {
@@ -28,7 +30,7 @@ impl Bookmark {
     pub(crate) fn bundle(&self) -> Option<&BundleBookmark> {
         match self {
             Bookmark::Bundle(b) => Some(b),
-            Bookmark::LastUpdated(_) => None,
+            _ => None,
         }
     }
 
@@ -36,7 +38,16 @@ impl Bookmark {
     pub(crate) fn last_updated(&self) -> Option<&LastUpdated> {
         match self {
             Bookmark::LastUpdated(b) => Some(b),
-            Bookmark::Bundle(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The instant up to which an export stream is done, whatever the shape.
+    pub(crate) fn done_until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Bookmark::Bundle(b) => Some(b.stop),
+            Bookmark::Window(w) => w.end,
+            Bookmark::LastUpdated(_) => None,
         }
     }
 }
@@ -47,6 +58,25 @@ impl Bookmark {
 pub(crate) struct LastUpdated {
     pub(crate) at: DateTime<Utc>,
     pub(crate) text: String,
+}
+
+/// How far a Segment Export stream has got: every window ending at or before
+/// `end` is done, and `export` names an export created for the next window
+/// whose records are not written yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct WindowBookmark {
+    /// End of the last window whose records were all written (none yet: `None`).
+    pub(crate) end: Option<DateTime<Utc>>,
+    /// The export in flight, for a run that starts again to pick it up.
+    pub(crate) export: Option<PendingExport>,
+}
+
+/// A Segment Export operation created for a window and not yet written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingExport {
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) operation_id: String,
 }
 
 /// How far a bundle stream has got: every bundle ending at or before `stop`
@@ -86,16 +116,15 @@ impl State {
     fn check_not_future(&self, now: DateTime<Utc>) -> std::result::Result<(), String> {
         let limit = now + chrono::Duration::seconds(CLOCK_SKEW_SECS);
         for (stream, bookmark) in &self.bookmarks {
-            match bookmark {
-                Bookmark::Bundle(b) if b.stop > limit => {
+            match bookmark.done_until() {
+                Some(end) if end > limit => {
                     return Err(format!(
-                        "the '{}' bookmark {} is in the future: bundles are published only after they end, so no run would ever sync anything; set it back to the end of the last bundle synced, or remove it",
+                        "the '{}' bookmark {} is in the future: bundles and export windows are synced only after they end, so no run would ever sync anything; set it back to the end of the last one synced, or remove it",
                         stream.name,
-                        format_rfc3339(b.stop)
+                        format_rfc3339(end)
                     ));
                 }
-                // Settings bookmarks are the server's own timestamps.
-                Bookmark::Bundle(_) | Bookmark::LastUpdated(_) => {}
+                _ => {}
             }
         }
         Ok(())
@@ -178,6 +207,26 @@ impl Bookmark {
                 entry
             }
             Bookmark::LastUpdated(b) => json!({ LAST_UPDATED: b.text }),
+            Bookmark::Window(w) => {
+                let mut entry = Map::new();
+                if let Some(key) = stream.replication_key {
+                    entry.insert("replication_key".into(), json!(key));
+                }
+                if let Some(end) = w.end {
+                    entry.insert("window_end".into(), json!(format_rfc3339(end)));
+                }
+                if let Some(e) = &w.export {
+                    entry.insert(
+                        "export".into(),
+                        json!({
+                            "window_start": format_rfc3339(e.start),
+                            "window_end": format_rfc3339(e.end),
+                            "operation_id": e.operation_id,
+                        }),
+                    );
+                }
+                Value::Object(entry)
+            }
         }
     }
 }
@@ -194,6 +243,11 @@ fn read_bookmark(
     }
     let name = stream.name;
     let legacy = match map.remove(name) {
+        Some(other) if stream.source != SourceKind::DataExport => {
+            // Not ours to read: pass it through.
+            map.insert(name.to_string(), other);
+            None
+        }
         None | Some(Value::Null) => None,
         Some(Value::String(text)) => Some(BundleBookmark {
             stop: parse_datetime(&text)
@@ -212,6 +266,16 @@ fn read_bookmark(
         None | Some(Value::Null) => None,
         Some(Value::Object(bookmarks)) => match bookmarks.remove(name) {
             None | Some(Value::Null) => None,
+            Some(Value::Object(entry)) if !entry.contains_key("bundle_stop") => {
+                let window = parse_window(&entry, name)?;
+                // A window bookmark beside a later legacy one: the legacy one wins.
+                return Ok(match legacy {
+                    Some(a) if window.end.is_none_or(|end| a.stop > end) => {
+                        Some(Bookmark::Bundle(a))
+                    }
+                    _ => Some(Bookmark::Window(window)),
+                });
+            }
             Some(Value::Object(entry)) => Some(parse_entry(&entry, name)?),
             Some(other) => {
                 return Err(format!(
@@ -283,6 +347,58 @@ fn read_last_updated(
     }
 }
 
+fn parse_window(
+    entry: &Map<String, Value>,
+    stream: &str,
+) -> std::result::Result<WindowBookmark, String> {
+    let time = |value: Option<&Value>, key: &str| match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => parse_datetime(text)
+            .map(Some)
+            .ok_or_else(|| format!("key 'bookmarks.{stream}.{key}': {text:?} is not a date-time")),
+        Some(other) => Err(format!(
+            "key 'bookmarks.{stream}.{key}' must be a date-time string, not a {}",
+            json_kind(other)
+        )),
+    };
+    let end = time(entry.get("window_end"), "window_end")?;
+    let export = match entry.get("export") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(e)) => {
+            let start = time(e.get("window_start"), "export.window_start")?;
+            let stop = time(e.get("window_end"), "export.window_end")?;
+            let id = match e.get("operation_id") {
+                Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+                _ => None,
+            };
+            match (start, stop, id) {
+                (Some(start), Some(end), Some(operation_id)) => Some(PendingExport {
+                    start,
+                    end,
+                    operation_id,
+                }),
+                _ => {
+                    return Err(format!(
+                        "key 'bookmarks.{stream}.export' needs window_start, window_end and operation_id"
+                    ));
+                }
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks.{stream}.export' must be an object, not a {}",
+                json_kind(other)
+            ));
+        }
+    };
+    if end.is_none() && export.is_none() {
+        return Err(format!(
+            "key 'bookmarks.{stream}' needs bundle_stop, window_end or export"
+        ));
+    }
+    Ok(WindowBookmark { end, export })
+}
+
 fn parse_entry(
     entry: &Map<String, Value>,
     stream: &str,
@@ -322,6 +438,36 @@ mod tests {
     /// The events stream's bookmark.
     fn events(state: &State) -> Option<&BundleBookmark> {
         state.bookmark(&EVENTS).and_then(Bookmark::bundle)
+    }
+
+    #[test]
+    fn window_bookmarks_round_trip() {
+        let t = |s: &str| parse_datetime(s).unwrap();
+        let mut state = State::default();
+        let bookmark = Bookmark::Window(WindowBookmark {
+            end: Some(t("2024-01-02T00:00:00Z")),
+            export: Some(PendingExport {
+                start: t("2024-01-02T00:00:00Z"),
+                end: t("2024-01-03T00:00:00Z"),
+                operation_id: "op-1".into(),
+            }),
+        });
+        state.advance(&EVENTS, bookmark.clone());
+        let value = state.to_value();
+        assert_eq!(
+            value["bookmarks"]["events"],
+            json!({"replication_key": "EventStart", "window_end": "2024-01-02T00:00:00Z",
+                   "export": {"window_start": "2024-01-02T00:00:00Z", "window_end": "2024-01-03T00:00:00Z", "operation_id": "op-1"}})
+        );
+        let back = parse(value).unwrap();
+        assert_eq!(back.bookmark(&EVENTS), Some(&bookmark));
+        assert!(
+            parse(json!({"bookmarks": {"events": {"export": {"operation_id": "x"}}}})).is_err()
+        );
+        assert!(parse(json!({"bookmarks": {"events": {"window_end": 5}}})).is_err());
+        assert!(
+            parse(json!({"bookmarks": {"events": {"replication_key": "EventStart"}}})).is_err()
+        );
     }
 
     fn parse(value: Value) -> std::result::Result<State, String> {
@@ -425,6 +571,7 @@ mod tests {
         assert!(parse(json!({"bookmarks": []})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {"bundle_stop": 1}}})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {}}})).is_err());
+        assert!(parse(json!({"bookmarks": {"events": {"window_end": "x"}}})).is_err());
         assert!(events(&parse(json!({})).unwrap()).is_none());
     }
 }

@@ -25,10 +25,13 @@ impl ReplicationMethod {
 /// Where a stream's records come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
-    /// Data Export bundles (`/api/v1/export/list` and `/get`).
+    /// Data Export bundles (`/api/v1/export/list` and `/get`), or Segment
+    /// Export event exports when the `source` setting says so.
     DataExport,
     /// A REST resource on `api_url`, read whole each run.
     Rest(RestKind),
+    /// Segment Export individual exports, whatever `source` says.
+    SegmentExport,
 }
 
 /// A key the tap derives for each record by hashing some of its fields.
@@ -113,9 +116,24 @@ pub static EVENTS: StreamDef = StreamDef {
     selected_by_default: true,
 };
 
+/// One row per individual active in a window, from Segment Export
+/// individual exports; selected by default only with `source: segment_export`.
+pub static INDIVIDUALS: StreamDef = StreamDef {
+    name: "individuals",
+    schema: include_str!("../schemas/individuals.json"),
+    key_properties: &["IndvId"],
+    replication_method: ReplicationMethod::Incremental,
+    replication_key: None,
+    derived_key: None,
+    extra_field: EXTRA_FIELD,
+    source: SourceKind::SegmentExport,
+    selected_by_default: false,
+};
+
 /// Every stream the tap has, in catalog order.
 pub static STREAMS: &[&StreamDef] = &[
     &EVENTS,
+    &INDIVIDUALS,
     &rest::USERS,
     &rest::USER,
     &rest::SEGMENTS,

@@ -4,6 +4,7 @@ mod faults;
 mod hygiene;
 mod input;
 mod rest;
+mod segment;
 mod support;
 
 use std::collections::HashSet;

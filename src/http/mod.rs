@@ -10,8 +10,8 @@ pub(crate) mod retry;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER};
-use reqwest::{Response, StatusCode, Url};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::config::Config;
 use crate::error::{Error, one_line};
@@ -163,6 +163,26 @@ impl Client {
         endpoint: Endpoint,
         forbidden: Option<&str>,
     ) -> Result<Response, Failure> {
+        self.check_key_target(url)?;
+        self.send(Method::GET, url, None, endpoint, true, forbidden)
+            .await
+    }
+
+    /// Sends one authenticated POST with a JSON body to an API host.
+    pub(crate) async fn post_json(
+        &self,
+        url: &str,
+        endpoint: Endpoint,
+        body: &serde_json::Value,
+    ) -> Result<Response, Failure> {
+        self.check_key_target(url)?;
+        self.send(Method::POST, url, Some(body), endpoint, true, None)
+            .await
+    }
+
+    /// Refuses any host but base_url's and api_url's, and plain http to
+    /// anything but loopback: the key goes nowhere else.
+    fn check_key_target(&self, url: &str) -> Result<(), Failure> {
         let parsed = Url::parse(url).ok();
         let same_origin = parsed
             .as_ref()
@@ -185,37 +205,46 @@ impl Client {
                 redact::origin(u)
             ))));
         }
-        self.send(url, endpoint, true, forbidden).await
+        Ok(())
     }
 
     /// Sends one GET without the Authorization header, for URLs that carry
-    /// their own authority (pre-signed download links).
-    #[allow(dead_code, reason = "for sources that download from pre-signed URLs")]
+    /// their own authority (pre-signed download links). Such a link that is
+    /// refused (4xx) has usually expired: that is worth another try with a
+    /// fresh link, so it is a [`Failure::Retry`].
     pub(crate) async fn get_anonymous(
         &self,
         url: &str,
         endpoint: Endpoint,
     ) -> Result<Response, Failure> {
-        self.send(url, endpoint, false, None).await
+        self.send(Method::GET, url, None, endpoint, false, None)
+            .await
     }
 
     async fn send(
         &self,
+        method: Method,
         url: &str,
+        json: Option<&serde_json::Value>,
         endpoint: Endpoint,
         auth: bool,
         forbidden: Option<&str>,
     ) -> Result<Response, Failure> {
         let shown = redact::url(url);
-        tracing::info!("GET {shown}");
+        tracing::info!("{method} {shown}");
         let parsed = Url::parse(url).ok();
         let http = self
             .http(parsed.as_ref().is_some_and(is_loopback))
             .map_err(Failure::Fatal)?;
         let started = Instant::now();
-        let mut request = http.get(url);
+        let mut request = http.request(method.clone(), url);
         if auth {
             request = request.header(AUTHORIZATION, self.auth.clone());
+        }
+        if let Some(json) = json {
+            request = request
+                .header(CONTENT_TYPE, "application/json")
+                .body(json.to_string());
         }
         let result = request.send().await;
         let elapsed = started.elapsed();
@@ -225,7 +254,7 @@ impl Client {
                 metric_timer(endpoint.name, elapsed, None, false);
                 // reqwest repeats the URL in its message; it is already in ours.
                 let e = e.without_url();
-                let why = format!("GET {shown} failed: {}", chain(&e));
+                let why = format!("{method} {shown} failed: {}", chain(&e));
                 if e.is_redirect() {
                     return Err(Failure::Fatal(Error::Api(why)));
                 }
@@ -250,7 +279,7 @@ impl Client {
         if status.is_success() {
             if let Some(host) = &elsewhere {
                 tracing::info!(
-                    "GET {shown} was redirected to {host}{}",
+                    "{method} {shown} was redirected to {host}{}",
                     if auth { " (without the API key)" } else { "" }
                 );
             }
@@ -268,13 +297,16 @@ impl Client {
             None => String::new(),
         };
         let detail = format!(
-            "GET {shown} answered HTTP {status}{via}: {}",
+            "{method} {shown} answered HTTP {status}{via}: {}",
             snippet(&body)
         );
         tracing::warn!("{detail}");
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || status.is_server_error()
+            || (!auth
+                && status.is_client_error()
+                && status != StatusCode::PROXY_AUTHENTICATION_REQUIRED)
         {
             return Err(Failure::Retry {
                 why: detail,

@@ -15,12 +15,14 @@
 //! ├─ stdout closed ◀──────────┼─ oneshot ── "stdout-watch" thread: poll(stdout)
 //! └─ Pipeline::run            │  (first to finish ends the run)
 //!    │  units(bookmark) once, then per unit in order:
-//!    │  spawn up to 1 + LOOKAHEAD fetch tasks ──▶ fetch task: pace, open,
+//!    │  prepare (may write a STATE naming work in flight), then
+//!    │  spawn up to 1 + S::LOOKAHEAD fetch tasks ─▶ fetch task: pace, open,
 //!    │                                            body.chunk() ──mpsc(4)──▶
 //!    │                                            blocking thread: ChannelReader
 //!    │                                            → read → shape → spool file
 //!    │  await the oldest task ◀── Spooled (verified) or error; faults retry
-//!    │                            the whole unit inside its task
+//!    │                            the whole unit inside its task; a unit
+//!    │                            the source renews is prepared again
 //!    └─ block_in_place: copy spool → stdout, then STATE
 //! watchdog task: after a signal, exits if output does not drain in time
 //! ```
@@ -94,10 +96,6 @@ struct Spooled {
     took: Duration,
 }
 
-/// Units fetched ahead of the one being written: the next download (within
-/// the rate limit) overlaps the processing and output of the current one.
-const LOOKAHEAD: usize = 1;
-
 /// A fetch running as its own task, stopped if the run gives up on it.
 struct FetchTask(tokio::task::JoinHandle<Result<Spooled>>);
 
@@ -136,7 +134,7 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
     ///
     /// The commit step uses `block_in_place`, so this must run on the
     /// multi-threaded runtime (the CLI builds one).
-    pub(crate) async fn run(self) -> Result<Summary> {
+    pub(crate) async fn run(mut self) -> Result<Summary> {
         let mut summary = Summary::default();
         let fetcher = Arc::clone(&self.fetcher);
         let stream = self.stream;
@@ -155,22 +153,52 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
         let mut queue = units.iter().enumerate();
         let mut ahead: VecDeque<FetchTask> = VecDeque::new();
         for (n, unit) in units.iter().enumerate() {
-            while ahead.len() <= LOOKAHEAD
-                && let Some((i, next)) = queue.next()
-            {
-                let label = format!("{noun} {}/{total} (id {})", i + 1, fetcher.source.id(next));
-                let task = tokio::spawn(Arc::clone(&fetcher).fetch(next.clone(), label));
-                ahead.push_back(FetchTask(task));
-            }
-            let Some(mut task) = ahead.pop_front() else {
+            let id = fetcher.source.id(unit);
+            let mut renewals = 0u32;
+            let spooled = loop {
+                while ahead.len() <= S::LOOKAHEAD
+                    && let Some((i, next)) = queue.next()
+                {
+                    if let Err(e) = self.prepare(next).await {
+                        stop(ahead).await;
+                        return Err(e);
+                    }
+                    ahead.push_back(fetcher.spawn(next, i, total));
+                }
+                let Some(mut task) = ahead.pop_front() else {
+                    break None;
+                };
+                let fetched = (&mut task.0)
+                    .await
+                    .map_err(|e| Error::Unit(format!("{noun} {id}: the fetch task failed: {e}")));
+                match fetched {
+                    Ok(Ok(spooled)) => break Some(spooled),
+                    // The server lost the unit's work: start it over.
+                    Ok(Err(e))
+                        if renewals < fetcher.source.retry().max_retries
+                            && fetcher.source.renew(unit) =>
+                    {
+                        renewals += 1;
+                        tracing::warn!("{e}; starting {noun} {id} over");
+                        let again = match self.prepare(unit).await {
+                            Ok(()) => fetcher.spawn(unit, n, total),
+                            Err(e) => {
+                                stop(ahead).await;
+                                return Err(e);
+                            }
+                        };
+                        ahead.push_front(again);
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        stop(ahead).await;
+                        return Err(e);
+                    }
+                }
+            };
+            let Some(mut spooled) = spooled else {
                 break;
             };
-            let id = fetcher.source.id(unit);
-            let committed = async {
-                let mut spooled = (&mut task.0).await.map_err(|e| {
-                    Error::Unit(format!("{noun} {id}: the fetch task failed: {e}"))
-                })??;
-                let bookmark = fetcher.source.bookmark_after(unit)?;
+            let committed = fetcher.source.bookmark_after(unit).and_then(|bookmark| {
                 // Records, then the STATE that covers them, in one uninterrupted
                 // step. block_in_place needs the multi-threaded runtime.
                 tokio::task::block_in_place(|| -> Result<()> {
@@ -179,17 +207,12 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
                     }
                     self.state.advance(stream, bookmark);
                     self.out.state(self.state.to_value())
-                })?;
-                Ok::<_, Error>(spooled)
+                })
+            });
+            if let Err(e) = committed {
+                stop(ahead).await;
+                return Err(e);
             }
-            .await;
-            let spooled = match committed {
-                Ok(spooled) => spooled,
-                Err(e) => {
-                    stop(ahead).await;
-                    return Err(e);
-                }
-            };
             if spooled.file.is_none() {
                 tracing::warn!(
                     "{noun} {id} ({}) SKIPPED as {} says: none of its events were synced; the STATE now moves past it",
@@ -221,6 +244,32 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             human_bytes(peak_rss())
         );
         Ok(summary)
+    }
+}
+
+impl<W: Write + CopyTarget, S: Source> Pipeline<'_, W, S> {
+    /// Lets the source ready a unit, and writes the STATE it asks for.
+    async fn prepare(&mut self, unit: &S::Unit) -> Result<()> {
+        let stream = self.stream;
+        let bookmark = self.state.bookmark(stream);
+        if let Some(bookmark) = self.fetcher.source.prepare(unit, bookmark).await? {
+            self.state.advance(stream, bookmark);
+            self.out.state(self.state.to_value())?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: Source> Fetcher<S> {
+    /// Starts fetching unit `i` of `total` in a task of its own.
+    fn spawn(self: &Arc<Self>, unit: &S::Unit, i: usize, total: usize) -> FetchTask {
+        let label = format!(
+            "{} {}/{total} (id {})",
+            S::UNIT,
+            i + 1,
+            self.source.id(unit)
+        );
+        FetchTask(tokio::spawn(Arc::clone(self).fetch(unit.clone(), label)))
     }
 }
 

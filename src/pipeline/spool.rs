@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use crate::catalog::{Schema, Selection};
-use crate::read::{ReadError, ReadStats, read_events};
+use crate::read::{self, ReadError, ReadStats, read_events_as};
 use crate::record::{ShapeError, Shaper};
 use crate::source::Format;
 
@@ -63,8 +63,23 @@ pub(crate) fn spool_unit(
         shaper.shape(event, &mut line).map_err(SinkError::Shape)?;
         writer.write_all(&line).map_err(SinkError::Write)
     };
-    let stats = match format {
-        Format::GzipJsonArray => read_events(body, sink),
+    let mut raw = Counted {
+        inner: body,
+        bytes: 0,
+    };
+    let read = match format {
+        Format::GzipJsonArray => read_events_as(&mut raw, read::Format::JsonArray, sink),
+        Format::GzipNdjson => read_events_as(&mut raw, read::Format::Ndjson, sink),
+    };
+    let stats = match read {
+        // NDJSON of no lines is a window without events; that it arrived
+        // whole is proven by the gzip trailer of the (non-empty) body.
+        Err(ReadError::Format(why))
+            if format == Format::GzipNdjson && raw.bytes > 0 && why == EMPTY =>
+        {
+            Ok(ReadStats::default())
+        }
+        other => other,
     }
     .map_err(|e| match e {
         ReadError::Sink {
@@ -78,6 +93,23 @@ pub(crate) fn spool_unit(
         .into_inner()
         .map_err(|e| SpoolError::Write(e.into_error()))?;
     Ok((file, stats))
+}
+
+/// What the reader says of a body with nothing in it once decompressed.
+const EMPTY: &str = "the body is empty";
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
 }
 
 /// A blocking `Read` over the chunks the download task sends.
@@ -113,6 +145,29 @@ impl Read for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ndjson_window_without_events_is_fine_but_an_empty_body_is_not() {
+        let schema = Schema::events();
+        let selection = Selection::all(&schema);
+        let dir = tempfile::tempdir().unwrap();
+        let spool = |body: &[u8], format| {
+            let file = create_spool(dir.path()).unwrap();
+            spool_unit(body, format, file, &schema, &selection, chrono::Utc::now())
+                .map(|(_, stats)| stats.events)
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"").unwrap();
+        let empty_gzip = gz.finish().unwrap();
+        assert_eq!(spool(&empty_gzip, Format::GzipNdjson).ok(), Some(0));
+        assert!(spool(b"", Format::GzipNdjson).is_err());
+        assert!(spool(&empty_gzip[..10], Format::GzipNdjson).is_err());
+        assert!(spool(&empty_gzip, Format::GzipJsonArray).is_err());
+        assert_eq!(
+            spool(b"{\"EventType\":\"click\"}\n", Format::GzipNdjson).ok(),
+            Some(1)
+        );
+    }
 
     #[test]
     fn spool_files_are_private_and_invisible() {

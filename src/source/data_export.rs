@@ -116,7 +116,16 @@ impl Source for DataExport {
     /// Lists every bundle to sync in this run, oldest first. Taken once at the
     /// start, so bundles published while the run goes on wait for the next one.
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<BundleInfo>> {
-        let bookmark = bookmark.and_then(Bookmark::bundle);
+        // A Segment Export bookmark (after a switch of source) is an end
+        // time like a bundle's Stop.
+        let bookmark = match bookmark {
+            Some(Bookmark::Window(w)) => w.end.map(|stop| BundleBookmark {
+                stop,
+                bundle_id: None,
+            }),
+            other => other.and_then(Bookmark::bundle).cloned(),
+        };
+        let bookmark = bookmark.as_ref();
         let (from, from_what) = match bookmark {
             Some(b) => (b.stop, "the state's bookmark"),
             None => (self.start_date, "start_date"),

@@ -1,13 +1,15 @@
 //! Where a source meets the pipeline: the [`Source`] trait, and which source
 //! feeds each stream.
 //!
-//! A source cuts a stream into units of work (Data Export bundles today),
-//! lists the ones after a bookmark, opens each as a byte stream, and says
-//! what the stream's bookmark becomes once a unit is committed. The pipeline
-//! does the rest: fetching ahead, spooling, verifying, writing, STATE.
+//! A source cuts a stream into units of work (Data Export bundles, Segment
+//! Export windows), lists the ones after a bookmark, opens each as a byte
+//! stream, and says what the stream's bookmark becomes once a unit is
+//! committed. The pipeline does the rest: fetching ahead, spooling,
+//! verifying, writing, STATE.
 
 pub(crate) mod data_export;
 pub(crate) mod rest;
+pub(crate) mod segment_export;
 
 use bytes::Bytes;
 use reqwest::Response;
@@ -23,6 +25,8 @@ use crate::state::Bookmark;
 pub(crate) enum Format {
     /// A JSON array of objects, gzipped or not (sniffed from the bytes).
     GzipJsonArray,
+    /// One JSON object a line, gzipped or not (sniffed from the bytes).
+    GzipNdjson,
 }
 
 /// A unit's body as it arrives.
@@ -53,12 +57,35 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// What a unit is called in logs ("bundle").
     const UNIT: &'static str;
 
+    /// Units fetched ahead of the one being written. A source whose
+    /// [`Source::prepare`] returns bookmarks must fetch none ahead, so the
+    /// STATE it asks for is about the unit being written.
+    const LOOKAHEAD: usize = 1;
+
     /// The units to sync after `bookmark`, oldest first. Taken once at the
     /// start of a run.
     fn units(
         &self,
         bookmark: Option<&Bookmark>,
     ) -> impl Future<Output = Result<Vec<Self::Unit>>> + Send;
+
+    /// Readies a unit on the server before its fetch starts (a Segment Export
+    /// is created here). A bookmark returned is written as STATE at once,
+    /// before any of the unit's records: it names work in flight so a run
+    /// started again picks it up. `bookmark` is the stream's current one.
+    fn prepare(
+        &self,
+        _unit: &Self::Unit,
+        _bookmark: Option<&Bookmark>,
+    ) -> impl Future<Output = Result<Option<Bookmark>>> + Send {
+        async { Ok(None) }
+    }
+
+    /// After a unit's fetch failed: whether the source wants it prepared and
+    /// fetched again from scratch (an export that failed on the server).
+    fn renew(&self, _unit: &Self::Unit) -> bool {
+        false
+    }
 
     /// Opens one unit as a byte stream; one attempt, see [`Failure`].
     fn open(&self, unit: &Self::Unit) -> impl Future<Output = Result<Body, Failure>> + Send;

@@ -90,7 +90,8 @@ fn discover_lists_every_rest_stream_unselected_by_default() {
         assert_eq!(md["replication-key"], "lastUpdated");
         assert_eq!(md["selected-by-default"], false);
     }
-    assert_eq!(streams.len(), 1 + 3 + SETTINGS.len() + HISTORIES.len());
+    // events and individuals, then the REST streams.
+    assert_eq!(streams.len(), 2 + 3 + SETTINGS.len() + HISTORIES.len());
 }
 
 #[test]

@@ -16,6 +16,8 @@ pub(super) struct Request {
     pub path: String,
     pub query: String,
     pub headers: Vec<(String, String)>,
+    /// The body, up to a bound (GET has none).
+    pub body: Vec<u8>,
 }
 
 impl Request {
@@ -91,24 +93,28 @@ pub(super) fn read_request(stream: &mut TcpStream) -> io::Result<ReadOutcome> {
         ));
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let req = Request {
+    let mut req = Request {
         method: method.to_string(),
         path: path.to_string(),
         query: query.to_string(),
         headers,
+        body: Vec::new(),
     };
 
-    // Discard a declared body we have not read yet (bounded).
+    // Read a declared body (bounded), so closing the socket does not reset
+    // the connection under unread data; POST handlers look at it.
     let declared = req
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0)
         .min(MAX_DRAIN);
-    let already = buf.len() - head_end;
-    if declared > already {
-        let mut rest = (&mut *stream).take((declared - already) as u64);
-        io::copy(&mut rest, &mut io::sink())?;
+    let mut body = buf[head_end..].to_vec();
+    if declared > body.len() {
+        let mut rest = (&mut *stream).take((declared - body.len()) as u64);
+        rest.read_to_end(&mut body)?;
     }
+    body.truncate(declared);
+    req.body = body;
     Ok(ReadOutcome::Request(req))
 }
 

@@ -1,8 +1,9 @@
-//! A FullStory-compatible Data Export server for demos and tests.
+//! A FullStory-compatible export server for demos and tests.
 //!
 //! It serves the two legacy export endpoints (`/api/v1/export/list` and
 //! `/api/v1/export/get`) over plain HTTP/1.1 on 127.0.0.1, from bundles held
-//! in memory, and can inject faults (error statuses, truncated or reset
+//! in memory, and the Segment Export flow over the same events (see
+//! `segment.rs`: the `api_url` is the same URL), and can inject faults (error statuses, truncated or reset
 //! bodies, stalls, lying `Content-Length`, ...) one request at a time. It is
 //! written on `std::net` and threads, not on an HTTP library, so that tests
 //! control exactly which bytes go on the wire.
@@ -19,6 +20,7 @@
 
 mod http;
 mod rest;
+mod segment;
 mod synth;
 #[cfg(test)]
 mod tests;
@@ -110,6 +112,14 @@ pub enum Route {
     /// A REST resource by its exact path, e.g. `/v2/users` or
     /// `/settings/recording/v1/privacy/history`.
     Path(String),
+    /// Segment Export: `POST /segments/v1/exports`.
+    SegmentCreate,
+    /// Segment Export: `GET /operations/v1/{id}`.
+    Operation,
+    /// Segment Export: `GET /search/v1/exports/{id}/results`.
+    Results,
+    /// Segment Export: the file download from a `location` link.
+    Download,
 }
 
 /// A misbehaviour to apply to the next matching request instead of (or on
@@ -225,6 +235,7 @@ struct Shared {
     by_id: HashMap<String, usize>,
     page_size: usize,
     state: Mutex<State>,
+    segment: segment::Exports,
 }
 
 #[derive(Default)]
@@ -243,6 +254,7 @@ enum Target {
     List,
     Get(Option<String>),
     Rest(String),
+    Segment(segment::Call),
     Unknown,
 }
 
@@ -252,7 +264,7 @@ impl Target {
             "/api/v1/export/list" => Target::List,
             "/api/v1/export/get" => Target::Get(req.param("id")),
             path if RestData::serves(path) => Target::Rest(path.to_string()),
-            _ => Target::Unknown,
+            _ => segment::Call::of(req).map_or(Target::Unknown, Target::Segment),
         }
     }
 
@@ -262,6 +274,7 @@ impl Target {
             (Target::Get(_), Route::Get(None)) => true,
             (Target::Get(Some(id)), Route::Get(Some(want))) => id == want,
             (Target::Rest(path), Route::Path(want)) => path == want,
+            (Target::Segment(call), route) => call.matches(route),
             _ => false,
         }
     }
@@ -319,6 +332,7 @@ impl Server {
                 rest: opts.rest,
                 ..State::default()
             }),
+            segment: segment::Exports::new(format!("http://{addr}")),
         });
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -583,6 +597,9 @@ impl Shared {
         if matches!(target, Target::Unknown) {
             return Response::json(404, r#"{"code":"not_found"}"#);
         }
+        if let Target::Segment(call) = target {
+            return self.segment.respond(req, call, authorized, &self.bundles);
+        }
         if req.method != "GET" {
             let mut r = Response::json(405, r#"{"code":"method_not_allowed"}"#);
             r.headers.push(("Allow".into(), "GET".into()));
@@ -644,7 +661,7 @@ impl Shared {
                 let (status, body) = st.rest.respond(path, |name| req.param(name));
                 Response::json(status, body)
             }
-            Target::Unknown => unreachable!("handled above"),
+            Target::Unknown | Target::Segment(_) => unreachable!("handled above"),
         }
     }
 

@@ -770,3 +770,115 @@ fn connections_that_send_nothing_are_ignored() {
     );
     assert_eq!(server.requests().len(), 1);
 }
+
+/// A POST with a JSON body, authorized with `key`.
+fn post(server: &Server, path: &str, key: &str, body: &str) -> Resp {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw(server.addr(), req.as_bytes())
+}
+
+#[test]
+fn segment_export_flow_over_the_bundles_events() {
+    let bundles = synthetic_bundles(2, 30, T0, DAY, 5, Encoding::GzipFile);
+    let server = server_with(bundles.clone(), None);
+    server.set_pending_polls(1);
+    let create = |kind: &str| {
+        post(
+            &server,
+            "/segments/v1/exports",
+            KEY,
+            &format!(
+                r#"{{"segmentId":"everyone","type":"{kind}","format":"FORMAT_NDJSON","timeRange":{{"start":"2024-01-02T00:00:00Z","end":"2024-01-03T00:00:00Z"}}}}"#
+            ),
+        )
+    };
+    assert_eq!(create("TYPE_NOPE").status, 400);
+    assert_eq!(
+        post(&server, "/segments/v1/exports", "wrong", "{}").status,
+        401
+    );
+    let created = create("TYPE_EVENT");
+    assert_eq!(created.status, 200);
+    let op = created.json()["operationId"].as_str().unwrap().to_string();
+    let poll = get(&server, &format!("/operations/v1/{op}"), Some(KEY));
+    assert_eq!(poll.json()["state"], "PENDING");
+    let poll = get(&server, &format!("/operations/v1/{op}"), Some(KEY)).json();
+    assert_eq!(poll["state"], "COMPLETED");
+    let sid = poll["results"]["searchExportId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let results = get(
+        &server,
+        &format!("/search/v1/exports/{sid}/results"),
+        Some(KEY),
+    )
+    .json();
+    let location = results["location"].as_str().unwrap();
+    let path = location.strip_prefix(&server.url()).unwrap();
+    // A signed link refuses a second authority, and the key must not go there.
+    assert_eq!(get(&server, path, Some(KEY)).status, 400);
+    let file = get(&server, path, None);
+    assert_eq!(file.status, 200);
+    let text = String::from_utf8(gunzip(&file.body)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 30, "the second bundle's events");
+    let want = String::from_utf8(gunzip(&bundles[1].body)).unwrap();
+    for line in &lines {
+        assert!(want.contains(line), "{line}");
+    }
+    assert_eq!(
+        get(&server, "/operations/v1/op-nope", Some(KEY)).status,
+        404
+    );
+
+    // Expired links are refused; individuals are one row per IndvId.
+    server.expire_next_links(1);
+    let results = get(
+        &server,
+        &format!("/search/v1/exports/{sid}/results"),
+        Some(KEY),
+    )
+    .json();
+    let path = results["location"]
+        .as_str()
+        .unwrap()
+        .replace(&server.url(), "");
+    assert_eq!(get(&server, &path, None).status, 403);
+    server.set_pending_polls(0);
+    let op = create("TYPE_INDIVIDUAL").json()["operationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let poll = get(&server, &format!("/operations/v1/{op}"), Some(KEY)).json();
+    let sid = poll["results"]["searchExportId"].as_str().unwrap();
+    let results = get(
+        &server,
+        &format!("/search/v1/exports/{sid}/results"),
+        Some(KEY),
+    )
+    .json();
+    let path = results["location"]
+        .as_str()
+        .unwrap()
+        .replace(&server.url(), "");
+    let text = String::from_utf8(gunzip(&get(&server, &path, None).body)).unwrap();
+    let ids: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["IndvId"].clone())
+        .collect();
+    let unique: std::collections::HashSet<String> = ids.iter().map(Value::to_string).collect();
+    assert!(!ids.is_empty() && unique.len() == ids.len());
+
+    server.fail_next_operation("boom");
+    let op = create("TYPE_EVENT").json()["operationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let poll = get(&server, &format!("/operations/v1/{op}"), Some(KEY)).json();
+    assert_eq!(poll["state"], "FAILED");
+    assert_eq!(poll["errorDetails"], "boom");
+}

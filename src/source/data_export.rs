@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Body, Format, Source};
+use super::{Body, Format, Source, url_escape};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::pace::Pace;
@@ -431,17 +431,6 @@ fn plan(
             && bookmark.is_none_or(|bm| bm.bundle_id.as_deref() != Some(b.id.as_str()))
     });
     listed
-}
-
-/// What an id keeps unescaped in a URL: RFC 3986 unreserved characters.
-const ID_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-fn url_escape(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, ID_KEEP).to_string()
 }
 
 #[cfg(test)]

@@ -20,6 +20,18 @@ use crate::http::retry::Retry;
 use crate::http::{Failure, chain};
 use crate::state::Bookmark;
 
+/// What a value keeps unescaped in a URL: RFC 3986 unreserved characters.
+const URL_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Percent-escapes an id or token for a URL path segment or query value.
+pub(crate) fn url_escape(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, URL_KEEP).to_string()
+}
+
 /// How a unit's bytes are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {

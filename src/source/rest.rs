@@ -24,6 +24,7 @@ use crate::pipeline::spool::create_spool;
 use crate::record::Shaper;
 use crate::redact;
 use crate::singer::{CopyTarget, SingerWriter};
+use crate::source::url_escape;
 use crate::state::{Bookmark, LastUpdated, State};
 use crate::stream::{LAST_UPDATED, RestKind, StreamDef};
 use crate::time::parse_datetime;
@@ -262,7 +263,7 @@ impl Rest {
                 None => first.to_string(),
                 Some(t) => {
                     let sep = if first.contains('?') { '&' } else { '?' };
-                    format!("{first}{sep}{}={}", paging.param, query_escape(t))
+                    format!("{first}{sep}{}={}", paging.param, url_escape(t))
                 }
             };
             pages += 1;
@@ -541,19 +542,6 @@ fn user_url(api: &str, id: &str) -> Result<String> {
     Ok(url.to_string())
 }
 
-/// Percent-encodes a page token for a query string.
-fn query_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,6 +614,6 @@ mod tests {
             user_url("http://127.0.0.1:9", "a/b c").unwrap(),
             "http://127.0.0.1:9/v2/users/a%2Fb%20c?include_schema=true"
         );
-        assert_eq!(query_escape("a+b/="), "a%2Bb%2F%3D");
+        assert_eq!(url_escape("a+b/="), "a%2Bb%2F%3D");
     }
 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{Body, Format, Source};
+use super::{Body, Format, Source, url_escape};
 use crate::config::{Config, SegmentSettings};
 use crate::error::{Error, Result};
 use crate::http::pace::Pace;
@@ -192,7 +192,7 @@ impl SegmentExport {
         let url = format!(
             "{}/operations/v1/{}",
             self.client.api_url(),
-            escape(operation_id)
+            url_escape(operation_id)
         );
         let started = Instant::now();
         let mut last_pct = None;
@@ -283,7 +283,7 @@ impl SegmentExport {
         let url = format!(
             "{}/search/v1/exports/{}/results",
             self.client.api_url(),
-            escape(search_id)
+            url_escape(search_id)
         );
         let what = format!("locating the file of {}", self.label(window));
         let found = self
@@ -572,19 +572,6 @@ fn entitled(failure: Failure) -> Failure {
 /// Whether a request failed for good with 404 or 410.
 fn is_not_found(e: &Error) -> bool {
     matches!(e, Error::Api(detail) if detail.contains("HTTP 404") || detail.contains("HTTP 410"))
-}
-
-/// Percent-escapes an id for a URL path segment.
-fn escape(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

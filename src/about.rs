@@ -6,7 +6,14 @@ use serde_json::{Map, Value, json};
 use crate::config::{ENV_PREFIX, Kind, SETTINGS};
 
 /// The capabilities the tap truly supports.
-pub(crate) const CAPABILITIES: &[&str] = &["catalog", "discover", "state", "about", "properties"];
+pub(crate) const CAPABILITIES: &[&str] = &[
+    "catalog",
+    "discover",
+    "state",
+    "about",
+    "properties",
+    "batch",
+];
 
 const DESCRIPTION: &str =
     "Singer tap for FullStory events and individuals (Data Export bundles or Segment Export)";
@@ -41,6 +48,7 @@ fn about_json() -> Value {
                 Kind::Integer => "integer",
                 Kind::Number => "number",
                 Kind::StringList => "array",
+                Kind::Object => "object",
             },
             "description": s.description,
         });

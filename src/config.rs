@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::batch::BatchConfig;
 use crate::error::{Error, Result};
 use crate::http::is_loopback;
 use crate::redact;
@@ -21,6 +22,7 @@ pub(crate) enum Kind {
     Number,
     /// A list of strings: a JSON array, or one comma-separated string.
     StringList,
+    Object,
 }
 
 impl Kind {
@@ -32,6 +34,7 @@ impl Kind {
             Kind::Integer => "integer",
             Kind::Number => "number",
             Kind::StringList => "array",
+            Kind::Object => "object",
         }
     }
 }
@@ -199,13 +202,19 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "spool_dir",
         Kind::String,
         Some("system temp dir"),
-        "Directory for the per-bundle spool file (needs room for one bundle's records, uncompressed). Files are private and removed on every exit.",
+        "Directory for the per-bundle spool file (zstd-compressed records: a few percent of a bundle's JSON). Files are private and removed on every exit.",
     ),
     setting(
         "skip_bundles",
         Kind::StringList,
         None,
         "Ids of bundles to pass over deliberately, e.g. one the server sends malformed every time: their events are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_BUNDLES).",
+    ),
+    setting(
+        "batch_config",
+        Kind::Object,
+        None,
+        "Write BATCH messages instead of RECORDs: each bundle becomes a gzip JSONL file of raw records under a local directory. `{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file:///dir\", \"prefix\": \"...\"}}`; only jsonl, gzip and file:// are supported.",
     ),
 ];
 
@@ -245,6 +254,7 @@ pub(crate) struct Config {
     pub(crate) progress_interval: Duration,
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) skip_bundles: Vec<String>,
+    pub(crate) batch: Option<BatchConfig>,
     pub(crate) source: EventsSource,
     pub(crate) segment: SegmentSettings,
 }
@@ -431,6 +441,7 @@ impl RawConfig {
             progress_interval: self.seconds("progress_interval_seconds", false)?,
             spool_dir: self.string("spool_dir")?.map(PathBuf::from),
             skip_bundles: self.string_list("skip_bundles")?,
+            batch: self.batch_config()?,
             source,
             segment,
         })
@@ -498,6 +509,15 @@ impl RawConfig {
             None | Some((Value::Null, _)) => Ok(None),
             Some((Value::String(s), _)) => Ok(Some(s.clone())),
             Some((_, source)) => Err(bad(source, key, "must be a string")),
+        }
+    }
+
+    fn batch_config(&self) -> Result<Option<BatchConfig>> {
+        match self.get("batch_config") {
+            None | Some((Value::Null, _)) => Ok(None),
+            Some((value, source)) => BatchConfig::from_value(value)
+                .map(Some)
+                .map_err(|why| bad(source, "batch_config", &why)),
         }
     }
 

@@ -14,6 +14,7 @@
 //! benchmarks is the `fullstory-demo` crate.
 
 pub(crate) mod about;
+pub(crate) mod batch;
 pub mod catalog;
 pub mod cli;
 pub(crate) mod config;

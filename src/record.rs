@@ -455,6 +455,15 @@ impl Shaper {
         de.end()
     }
 
+    /// The record object inside a RECORD line this shaper wrote last (the
+    /// raw record a batch file holds), without copying or re-encoding it.
+    pub fn record_of<'l>(&self, line: &'l [u8]) -> &'l [u8] {
+        let start = PREFIX.len() + self.stream.name.len() + br#"","record":"#.len();
+        // The suffix opens with the record's closing brace.
+        let end = line.len() + 1 - self.suffix.len();
+        &line[start..end]
+    }
+
     /// Hash of the identity fields, then of that and the repeat number.
     fn event_key(&mut self) -> u128 {
         let mut h = Xxh3::new();
@@ -1077,6 +1086,17 @@ mod tests {
             serde_json::json!({"user_plan_str": "pro", "evt_n_int": 3})
         );
         assert!(value["time_extracted"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn record_of_is_the_record_object_exactly() {
+        let mut s = shaper();
+        let (line, value) = shape(&mut s, EVENT);
+        let record = std::str::from_utf8(s.record_of(line.as_bytes())).unwrap();
+        assert!(record.starts_with(r#"{"EventKey":""#) && record.ends_with('}'));
+        assert!(record.contains(r#"0.12345678901234567890"#));
+        let parsed: Value = serde_json::from_str(record).unwrap();
+        assert_eq!(parsed, value["record"]);
     }
 
     #[test]

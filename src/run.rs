@@ -28,6 +28,7 @@ pub(crate) async fn sync<W: Write + CopyTarget>(
     let settings = Settings {
         spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         progress_interval: config.progress_interval,
+        batch: config.batch.clone().map(|b| (b, crate::batch::run_id())),
     };
     let none_selected = STREAMS.iter().all(|def| selections.get(def.name).is_none());
     for def in STREAMS {

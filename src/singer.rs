@@ -3,12 +3,19 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde_json::{Value, json};
 
+use crate::batch;
 use crate::error::{Error, Result};
+use crate::pipeline::spool::Frames;
 
 const OUT_BUF: usize = 256 * 1024;
+
+/// The pipe buffer asked for when stdout is a pipe: the most an unprivileged
+/// process may set by default.
+const PIPE_SIZE: usize = 1024 * 1024;
 
 /// Writes Singer messages, one JSON object per line, through one buffer.
 pub(crate) struct SingerWriter<W: Write> {
@@ -17,13 +24,16 @@ pub(crate) struct SingerWriter<W: Write> {
 
 impl SingerWriter<File> {
     /// A writer on this process's stdout. It works on a duplicate of the file
-    /// descriptor so that copying a spool file can use the kernel's
-    /// file-to-file copy, and so no line buffering gets in the way.
+    /// descriptor so no line buffering gets in the way of large writes.
     pub(crate) fn stdout() -> Result<SingerWriter<File>> {
         let fd = io::stdout()
             .as_fd()
             .try_clone_to_owned()
             .map_err(Error::from_output)?;
+        // A target reads a pipe in the kernel's 64 KiB steps by default;
+        // a larger pipe halves the switches between the two processes. Not
+        // a pipe, or not allowed: the default is fine.
+        let _ = rustix::pipe::fcntl_setpipe_size(&fd, PIPE_SIZE);
         Ok(SingerWriter::new(File::from(fd)))
     }
 }
@@ -65,16 +75,66 @@ impl<W: Write> SingerWriter<W> {
         self.out.write_all(b"\n").map_err(Error::from_output)
     }
 
-    /// Copies already-formed message lines (a spooled bundle) to the output.
+    /// Writes a BATCH message naming the files that hold a unit's records.
+    pub(crate) fn batch(&mut self, stream: &str, manifest: &[String]) -> Result<()> {
+        self.message(&json!({
+            "type": "BATCH",
+            "stream": stream,
+            "encoding": {"format": batch::FORMAT, "compression": batch::COMPRESSION},
+            "manifest": manifest,
+        }))
+    }
+
+    /// Copies already-formed message lines (a spool file as written, such
+    /// as a REST stream's) to the output.
     pub(crate) fn copy_spool(&mut self, spool: &mut File) -> Result<u64>
     where
         W: CopyTarget,
     {
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::spool("cannot rewind the spool file".into(), "", e))?;
+        spool.seek(SeekFrom::Start(0)).map_err(unreadable)?;
         self.flush()?;
-        self.out.get_mut().copy_from(spool)
+        let out = self.out.get_mut();
+        let mut block = vec![0u8; OUT_BUF];
+        let mut total = 0u64;
+        loop {
+            let n = match spool.read(&mut block) {
+                Ok(0) => return Ok(total),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(unreadable(e)),
+            };
+            out.put(&block[..n])?;
+            total += n as u64;
+        }
+    }
+
+    /// Copies already-formed message lines (a spooled bundle, zstd-compressed)
+    /// to the output. Decompression runs on a thread of its own, so it
+    /// overlaps the writes to the target.
+    pub(crate) fn copy_compressed_spool(&mut self, spool: &mut File) -> Result<u64>
+    where
+        W: CopyTarget,
+    {
+        spool.seek(SeekFrom::Start(0)).map_err(unreadable)?;
+        self.flush()?;
+        let out = self.out.get_mut();
+        std::thread::scope(|scope| {
+            let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(2);
+            let (back_tx, back_rx) = sync_channel::<Vec<u8>>(3);
+            std::thread::Builder::new()
+                .name("unspool".into())
+                .spawn_scoped(scope, move || unspool(spool, &tx, &back_rx))
+                .map_err(unreadable)?;
+            let mut total = 0u64;
+            // An early return drops `rx`, which stops the thread.
+            for block in rx {
+                let block = block.map_err(unreadable)?;
+                out.put(&block)?;
+                total += block.len() as u64;
+                let _ = back_tx.try_send(block);
+            }
+            Ok(total)
+        })
     }
 
     /// Pushes everything buffered to the sink.
@@ -91,45 +151,54 @@ impl<W: Write> SingerWriter<W> {
     }
 }
 
-/// A sink a spool file can be copied into, telling read errors (the spool)
-/// from write errors (the target).
+/// A sink spooled lines can be copied into: write errors are the target's.
 pub(crate) trait CopyTarget {
-    /// Copies all of `spool` from its current position.
-    fn copy_from(&mut self, spool: &mut File) -> Result<u64>;
+    /// Writes one block of lines.
+    fn put(&mut self, block: &[u8]) -> Result<()>;
 }
 
-impl CopyTarget for File {
-    /// File to file (or pipe), so the kernel moves the bytes without a trip
-    /// through user space where it can.
-    fn copy_from(&mut self, spool: &mut File) -> Result<u64> {
-        io::copy(spool, self).map_err(Error::from_output)
+impl<T: Write> CopyTarget for T {
+    fn put(&mut self, block: &[u8]) -> Result<()> {
+        self.write_all(block).map_err(Error::from_output)
     }
 }
 
-impl CopyTarget for Vec<u8> {
-    fn copy_from(&mut self, spool: &mut File) -> Result<u64> {
-        copy_by_chunks(spool, self)
-    }
+fn unreadable(e: io::Error) -> Error {
+    Error::spool("cannot read the spool file back".into(), "", e)
 }
 
-fn copy_by_chunks(spool: &mut File, out: &mut impl Write) -> Result<u64> {
-    let mut buf = vec![0u8; OUT_BUF];
-    let mut total = 0u64;
+/// The decompressing side of [`SingerWriter::copy_compressed_spool`]: one
+/// block per spool frame (recycled through `back`), sent in order; stops at
+/// the end, on an error (sent on), or when the receiver is gone.
+fn unspool(spool: &mut File, tx: &SyncSender<io::Result<Vec<u8>>>, back: &Receiver<Vec<u8>>) {
+    let mut frames = match Frames::new(spool) {
+        Ok(frames) => frames,
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            return;
+        }
+    };
     loop {
-        let n = match spool.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::spool("cannot read the spool file".into(), "", e)),
-        };
-        out.write_all(&buf[..n]).map_err(Error::from_output)?;
-        total += n as u64;
+        let mut block = back.try_recv().unwrap_or_default();
+        match frames.next_into(&mut block) {
+            Ok(false) => return,
+            Ok(true) => {
+                if tx.send(Ok(block)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::spool::FrameWriter;
 
     #[test]
     fn writes_one_message_per_line_and_copies_spools() {
@@ -141,9 +210,10 @@ mod tests {
             &["EventStart"],
         )
         .unwrap();
-        let mut spool = tempfile::tempfile().unwrap();
-        spool.write_all(b"{\"type\":\"RECORD\"}\n").unwrap();
-        assert_eq!(w.copy_spool(&mut spool).unwrap(), 18);
+        let mut frames = FrameWriter::new(tempfile::tempfile().unwrap()).unwrap();
+        frames.frame(b"{\"type\":\"RECORD\"}\n").unwrap();
+        let mut spool = frames.into_inner();
+        assert_eq!(w.copy_compressed_spool(&mut spool).unwrap(), 18);
         w.state(json!({"a": 1})).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -153,6 +223,40 @@ mod tests {
         );
         assert_eq!(lines[1], r#"{"type":"RECORD"}"#);
         assert!(lines[2].contains(r#""type":"STATE""#));
+    }
+
+    #[test]
+    fn copies_a_spool_of_many_blocks_in_order() {
+        let lines: Vec<u8> = (0..200_000)
+            .flat_map(|i| format!("{{\"type\":\"RECORD\",\"n\":{i}}}\n").into_bytes())
+            .collect();
+        assert!(lines.len() > 4 * OUT_BUF);
+        let mut frames = FrameWriter::new(tempfile::tempfile().unwrap()).unwrap();
+        for block in lines.chunks(300_000) {
+            frames.frame(block).unwrap();
+        }
+        let mut spool = frames.into_inner();
+        let mut w = SingerWriter::new(Vec::new());
+        assert_eq!(
+            w.copy_compressed_spool(&mut spool).unwrap(),
+            lines.len() as u64
+        );
+        assert!(w.into_inner().unwrap() == lines);
+
+        // A frame cut short, and one whose bytes are not zstd.
+        let len = spool.metadata().unwrap().len();
+        spool.set_len(len - 10).unwrap();
+        let err = SingerWriter::new(Vec::new())
+            .copy_compressed_spool(&mut spool)
+            .unwrap_err();
+        assert!(err.to_string().contains("spool"), "{err}");
+        let mut corrupt = tempfile::tempfile().unwrap();
+        corrupt.write_all(&[4, 0, 0, 0, 9, 0, 0, 0]).unwrap();
+        corrupt.write_all(b"junk").unwrap();
+        let err = SingerWriter::new(Vec::new())
+            .copy_compressed_spool(&mut corrupt)
+            .unwrap_err();
+        assert!(err.to_string().contains("spool"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real binary against a local FullStory-compatible server.
 
+mod batch;
 mod faults;
 mod hygiene;
 mod input;

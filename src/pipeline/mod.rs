@@ -1,7 +1,8 @@
 //! The exactly-once loop, for any [`Source`]: list the units after the
-//! bookmark, then for each one fetch, read and shape it into a private spool
-//! file, and only once it has all arrived intact, copy it to stdout followed
-//! by the STATE that covers it.
+//! bookmark, then for each one fetch, read and shape it into a private,
+//! compressed spool file, and only once it has all arrived intact, copy it to
+//! stdout followed by the STATE that covers it. With `batch_config` the spool
+//! is the unit's batch file, published and named in a BATCH message instead.
 //!
 //! That order is what makes a run safe to kill at any point: the STATE after
 //! a unit is written only after every one of its records, and no record of a
@@ -19,11 +20,14 @@
 //!    │  spawn up to 1 + S::LOOKAHEAD fetch tasks ─▶ fetch task: pace, open,
 //!    │                                            body.chunk() ──mpsc(4)──▶
 //!    │                                            blocking thread: ChannelReader
-//!    │                                            → read → shape → spool file
+//!    │                                            → read → shape ─chunks─▶
+//!    │                                            "spool-compress" thread:
+//!    │                                            zstd (or gzip) → spool file
 //!    │  await the oldest task ◀── Spooled (verified) or error; faults retry
 //!    │                            the whole unit inside its task; a unit
 //!    │                            the source renews is prepared again
-//!    └─ block_in_place: copy spool → stdout, then STATE
+//!    └─ block_in_place: unzstd spool → stdout (or publish the batch
+//!       file → BATCH), then STATE
 //! watchdog task: after a signal, exits if output does not drain in time
 //! ```
 //!
@@ -34,7 +38,6 @@ pub(crate) mod progress;
 pub(crate) mod spool;
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +47,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::mpsc;
 
+use crate::batch::{BatchConfig, Partial};
 use crate::catalog::{Schema, Selection};
 use crate::error::{Error, Result};
 use crate::http::{Failure, metric_records};
@@ -52,13 +56,14 @@ use crate::source::Source;
 use crate::state::State;
 use crate::stream::StreamDef;
 use progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
-use spool::{ChannelReader, SpoolError, create_spool, spool_unit};
+use spool::{ChannelReader, Spool, SpoolError, SpoolMeter, SpoolTarget, create_spool, spool_unit};
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Summary {
     pub(crate) units: u64,
     pub(crate) events: u64,
+    pub(crate) json_bytes: u64,
 }
 
 /// Settings the loop itself needs.
@@ -68,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) spool_dir: PathBuf,
     /// How often a long download logs its progress.
     pub(crate) progress_interval: Duration,
+    /// BATCH output instead of RECORDs, and this run's id for file names.
+    pub(crate) batch: Option<(BatchConfig, String)>,
 }
 
 /// One stream's run, from one source.
@@ -84,12 +91,13 @@ struct Fetcher<S> {
     schema: Arc<Schema>,
     selection: Arc<Selection>,
     settings: Settings,
+    meter: Arc<SpoolMeter>,
 }
 
 /// A unit read, shaped and verified, waiting in its spool file (none for a
 /// unit the operator chose to skip).
 struct Spooled {
-    file: Option<File>,
+    spool: Option<Spool>,
     events: u64,
     json_bytes: u64,
     wire_bytes: u64,
@@ -121,6 +129,7 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             schema: Arc::new(schema),
             selection: Arc::new(selection),
             settings,
+            meter: Arc::new(SpoolMeter::default()),
         });
         Pipeline {
             fetcher,
@@ -198,12 +207,14 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             let Some(mut spooled) = spooled else {
                 break;
             };
+            let skipped = spooled.spool.is_none();
             let committed = fetcher.source.bookmark_after(unit).and_then(|bookmark| {
-                // Records, then the STATE that covers them, in one uninterrupted
-                // step. block_in_place needs the multi-threaded runtime.
+                // Records (or the BATCH naming them), then the STATE that
+                // covers them, in one uninterrupted step. block_in_place
+                // needs the multi-threaded runtime.
                 tokio::task::block_in_place(|| -> Result<()> {
-                    if let Some(file) = spooled.file.as_mut() {
-                        self.out.copy_spool(file)?;
+                    if let Some(spool) = spooled.spool.take() {
+                        emit(self.out, stream.name, spool, spooled.events)?;
                     }
                     self.state.advance(stream, bookmark);
                     self.out.state(self.state.to_value())
@@ -213,7 +224,7 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
                 stop(ahead).await;
                 return Err(e);
             }
-            if spooled.file.is_none() {
+            if skipped {
                 tracing::warn!(
                     "{noun} {id} ({}) SKIPPED as {} says: none of its events were synced; the STATE now moves past it",
                     fetcher.source.window(unit),
@@ -223,6 +234,7 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             }
             summary.units += 1;
             summary.events += spooled.events;
+            summary.json_bytes += spooled.json_bytes;
             metric_records(stream.name, spooled.events);
             let done = UnitDone {
                 noun,
@@ -236,12 +248,16 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
             log_progress(n + 1, total, &done, run_started);
         }
         self.out.state(self.state.to_value())?;
+        let spool_peak = fetcher.meter.peak();
         tracing::info!(
-            "sync complete: {} {noun}s, {} events in {:.1}s, peak RSS {}",
+            "sync complete: {} {noun}s, {} events, {} of JSON ({} bytes) in {:.1}s; peak RSS {}, peak spool {} ({spool_peak} bytes)",
             summary.units,
             summary.events,
+            human_bytes(summary.json_bytes),
+            summary.json_bytes,
             run_started.elapsed().as_secs_f64(),
-            human_bytes(peak_rss())
+            human_bytes(peak_rss()),
+            human_bytes(spool_peak),
         );
         Ok(summary)
     }
@@ -270,6 +286,24 @@ impl<S: Source> Fetcher<S> {
             self.source.id(unit)
         );
         FetchTask(tokio::spawn(Arc::clone(self).fetch(unit.clone(), label)))
+    }
+}
+
+/// Sends one verified unit on: its RECORD lines, or its batch file published
+/// and named in a BATCH message. A batch of no records is not sent.
+fn emit<W: Write + CopyTarget>(
+    out: &mut SingerWriter<W>,
+    stream: &str,
+    spool: Spool,
+    events: u64,
+) -> Result<()> {
+    match spool.target {
+        SpoolTarget::Records(mut file) => out.copy_compressed_spool(&mut file).map(drop),
+        SpoolTarget::Batch(_) if events == 0 => Ok(()),
+        SpoolTarget::Batch(partial) => {
+            let url = partial.publish()?;
+            out.batch(stream, &[url])
+        }
     }
 }
 
@@ -310,7 +344,7 @@ impl<S: Source> Fetcher<S> {
     async fn fetch(self: Arc<Self>, unit: S::Unit, label: String) -> Result<Spooled> {
         if self.source.skipped(&unit) {
             return Ok(Spooled {
-                file: None,
+                spool: None,
                 events: 0,
                 json_bytes: 0,
                 wire_bytes: 0,
@@ -373,23 +407,41 @@ impl<S: Source> Fetcher<S> {
         let mut body = self.source.open(unit).await?;
         let declared = body.declared_len();
         let spool_dir = &self.settings.spool_dir;
-        let spool = create_spool(spool_dir).map_err(|e| {
-            Failure::Fatal(Error::spool(
-                format!("cannot create a spool file in '{}'", spool_dir.display()),
-                "; set spool_dir to a writable directory with room for one bundle",
-                e,
-            ))
-        })?;
+        let target = match &self.settings.batch {
+            None => create_spool(spool_dir)
+                .map(SpoolTarget::Records)
+                .map_err(|e| {
+                    Failure::Fatal(Error::spool(
+                        format!("cannot create a spool file in '{}'", spool_dir.display()),
+                        "; set spool_dir to a writable directory with room for one bundle",
+                        e,
+                    ))
+                })?,
+            Some((config, run_id)) => {
+                let stream = self.schema.stream.name;
+                Partial::create(config, run_id, stream, self.source.id(unit))
+                    .map(SpoolTarget::Batch)
+                    .map_err(|e| {
+                        Failure::Fatal(Error::spool(
+                            format!("cannot create a batch file in '{}'", config.root.display()),
+                            "; check batch_config's storage.root",
+                            e,
+                        ))
+                    })?
+            }
+        };
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let format = self.source.format(unit);
         let extracted = Utc::now();
         let schema = Arc::clone(&self.schema);
         let selection = Arc::clone(&self.selection);
+        let meter = Arc::clone(&self.meter);
         let mut worker = tokio::task::spawn_blocking(move || {
             spool_unit(
                 ChannelReader::new(rx),
                 format,
-                spool,
+                target,
+                meter,
                 &schema,
                 &selection,
                 extracted,
@@ -464,15 +516,22 @@ impl<S: Source> Fetcher<S> {
                     hash: print.digest128(),
                 },
             }),
-            (Ok(()), Err(SpoolError::Write(e))) => {
-                Err(Attempt::Failed(Failure::Fatal(Error::spool(
-                    format!("cannot write the spool file in '{}'", spool_dir.display()),
-                    "; free space there or set spool_dir",
-                    e,
-                ))))
-            }
-            (Ok(()), Ok((file, stats))) => Ok(Spooled {
-                file: Some(file),
+            (Ok(()), Err(SpoolError::Write(e))) => Err(Attempt::Failed(Failure::Fatal(
+                match &self.settings.batch {
+                    None => Error::spool(
+                        format!("cannot write the spool file in '{}'", spool_dir.display()),
+                        "; free space there or set spool_dir",
+                        e,
+                    ),
+                    Some((config, _)) => Error::spool(
+                        format!("cannot write a batch file in '{}'", config.root.display()),
+                        "; free space there or change batch_config's storage.root",
+                        e,
+                    ),
+                },
+            ))),
+            (Ok(()), Ok((spool, stats))) => Ok(Spooled {
+                spool: Some(spool),
                 events: stats.events,
                 json_bytes: stats.json_bytes,
                 wire_bytes: received,

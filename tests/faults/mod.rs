@@ -589,7 +589,8 @@ fn unwritable_spool_dir_is_a_clear_error() {
 
 #[test]
 fn full_spool_disk_is_a_clear_error_and_nothing_is_emitted_for_the_bundle() {
-    // RLIMIT_FSIZE makes writes past 64 KiB fail with EFBIG, like a full disk.
+    // RLIMIT_FSIZE makes writes past 8 KiB fail with EFBIG, like a full disk
+    // (the compressed spool of a 200-event bundle is larger than that).
     let specs = bundles(2, 200, Encoding::GzipFile);
     let srv = server(specs.clone());
     let tap = Tap::new().config(&config(&srv));
@@ -598,8 +599,8 @@ fn full_spool_disk_is_a_clear_error_and_nothing_is_emitted_for_the_bundle() {
         cmd.pre_exec(|| {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             let lim = libc::rlimit {
-                rlim_cur: 64 * 1024,
-                rlim_max: 64 * 1024,
+                rlim_cur: 8 * 1024,
+                rlim_max: 8 * 1024,
             };
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -252,3 +252,69 @@ fn the_spool_stays_under_a_fifth_of_the_json() {
         "batch file {spool} for {json} bytes of JSON"
     );
 }
+
+#[test]
+fn segment_export_windows_and_individuals_are_batched_like_their_records() {
+    let srv = server(bundles(4, 90, Encoding::GzipFile));
+    let mut cfg = config(&srv);
+    cfg["source"] = json!("segment_export");
+    cfg["api_url"] = json!(srv.url());
+    cfg["poll_interval_seconds"] = json!(0.05);
+    cfg["export_delay_hours"] = json!(0);
+    cfg["end_date"] = json!(rfc3339(T0 + 2 * DAY));
+    let plain = Tap::new().config(&cfg).run().success();
+
+    let root = tempfile::tempdir().unwrap();
+    cfg["batch_config"] = batch_config(root.path(), "seg-");
+    let run = Tap::new().config(&cfg).run().success();
+    assert!(
+        !run.stdout.contains(r#""type":"RECORD""#),
+        "a BATCH run writes no RECORD lines"
+    );
+    let msgs = lines(&run);
+    for stream in ["events", "individuals"] {
+        let mut batched = Vec::new();
+        for (i, msg) in msgs.iter().enumerate() {
+            if msg["type"] != "BATCH" || msg["stream"] != stream {
+                continue;
+            }
+            // The STATE right after a window's BATCH covers that window.
+            assert_eq!(msgs[i + 1]["type"], "STATE", "{stream}: {msg}");
+            for url in msg["manifest"].as_array().unwrap() {
+                batched.extend(gunzip_lines(&path_of(url)));
+            }
+        }
+        let want: Vec<String> = record_texts_of(&plain, stream);
+        assert!(!want.is_empty(), "{stream}: the RECORD run has records");
+        assert_eq!(batched.len(), want.len(), "{stream}");
+        // The same records; a window's rows may come in any order.
+        let mut batched = batched;
+        let mut want = want;
+        batched.sort();
+        want.sort();
+        assert!(batched == want, "{stream}: batch files differ from RECORDs");
+    }
+    let last = msgs.iter().rfind(|m| m["type"] == "STATE").unwrap();
+    assert_eq!(plain.last_state(), last["value"]);
+}
+
+/// The record objects of one stream's RECORD lines, as the exact text the
+/// tap wrote.
+fn record_texts_of(run: &Run, stream: &str) -> Vec<String> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        stream: Option<&'a str>,
+        #[serde(borrow)]
+        record: Option<&'a RawValue>,
+    }
+    run.stdout
+        .lines()
+        .filter_map(|l| {
+            let line = serde_json::from_str::<Line<'_>>(l).unwrap();
+            (line.stream == Some(stream))
+                .then_some(line.record)
+                .flatten()
+        })
+        .map(|r| r.get().to_string())
+        .collect()
+}

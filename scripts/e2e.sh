@@ -23,7 +23,7 @@
 #      individuals): every event in the range once, individuals beside them.
 #   9. the same bundles loaded into PostgreSQL once as RECORDs and once as
 #      BATCH files (batch_config): the same rows both ways, and both load
-#      times printed (E2E_LOAD_BUNDLES x E2E_LOAD_EVENTS, default 4 x 5000).
+#      times printed (E2E_LOAD_BUNDLES x E2E_LOAD_EVENTS, default 5 x 10000).
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -365,8 +365,8 @@ print(f"   two Meltano runs: {len(got)} events once each, {len(people)} individu
 PY
 
 say "9. RECORD vs BATCH into target-postgres: same rows, load times"
-load_bundles=${E2E_LOAD_BUNDLES:-4}
-load_events=${E2E_LOAD_EVENTS:-5000}
+load_bundles=${E2E_LOAD_BUNDLES:-5}
+load_events=${E2E_LOAD_EVENTS:-10000}
 load_total=$((load_bundles * load_events))
 port9=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 fullstory-demo-server --port "$port9" --bundles "$load_bundles" --events "$load_events" 2>"$work/server9.log" &

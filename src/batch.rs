@@ -159,17 +159,19 @@ pub(crate) struct Partial {
 }
 
 impl Partial {
-    /// Starts the batch file of one unit of `stream`.
+    /// Starts the batch file of one unit of `stream` (a bundle or window
+    /// by its id; none for a REST stream, whose one file per run is its unit).
     pub(crate) fn create(
         config: &BatchConfig,
         run_id: &str,
         stream: &str,
-        unit_id: &str,
+        unit_id: Option<&str>,
     ) -> std::io::Result<Partial> {
+        let unit = unit_id.map(|id| format!("{}-", file_safe(id)));
         let name = format!(
-            "{}{stream}-{}-{run_id}.{FORMAT}.gz",
+            "{}{stream}-{}{run_id}.{FORMAT}.gz",
             config.prefix,
-            file_safe(unit_id)
+            unit.unwrap_or_default()
         );
         let file = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
@@ -206,6 +208,15 @@ impl Partial {
         url::Url::from_file_path(&final_path)
             .map(String::from)
             .map_err(|()| Error::Unit(format!("batch file '{shown}' has no file:// URL")))
+    }
+}
+
+impl std::io::Write for Partial {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -302,7 +313,7 @@ mod tests {
     fn partial_files_appear_only_when_published() {
         let dir = tempfile::tempdir().unwrap();
         let config = BatchConfig::from_value(&good(dir.path())).unwrap();
-        let mut partial = Partial::create(&config, "RUN", "events", "12/34").unwrap();
+        let mut partial = Partial::create(&config, "RUN", "events", Some("12/34")).unwrap();
         partial.file_mut().write_all(b"x").unwrap();
         let names = || -> Vec<String> {
             std::fs::read_dir(dir.path())
@@ -316,10 +327,17 @@ mod tests {
         assert_eq!(std::fs::read(path_of(&url).unwrap()).unwrap(), b"x");
 
         // A second file of the same name is refused, not overwritten.
-        let again = Partial::create(&config, "RUN", "events", "12/34").unwrap();
+        let again = Partial::create(&config, "RUN", "events", Some("12/34")).unwrap();
         assert!(again.publish().is_err());
-        let dropped = Partial::create(&config, "RUN", "events", "56").unwrap();
+        let dropped = Partial::create(&config, "RUN", "events", Some("56")).unwrap();
         drop(dropped);
         assert_eq!(names().len(), 1);
+
+        // A REST stream's file has no unit id in its name.
+        let mut rest = Partial::create(&config, "RUN", "users", None).unwrap();
+        rest.write_all(b"y").unwrap();
+        let url = rest.publish().unwrap();
+        assert!(url.ends_with("/fs-users-RUN.jsonl.gz"), "{url}");
+        assert_eq!(std::fs::read(path_of(&url).unwrap()).unwrap(), b"y");
     }
 }

@@ -214,7 +214,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "batch_config",
         Kind::Object,
         None,
-        "Write BATCH messages instead of RECORDs: each bundle becomes a gzip JSONL file of raw records under a local directory. `{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file:///dir\", \"prefix\": \"...\"}}`; only jsonl, gzip and file:// are supported.",
+        "Write BATCH messages instead of RECORDs: each bundle (or export window, or REST stream) becomes a gzip JSONL file of raw records under a local directory. `{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file:///dir\", \"prefix\": \"...\"}}`; only jsonl, gzip and file:// are supported.",
     ),
 ];
 

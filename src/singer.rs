@@ -1,7 +1,7 @@
 //! The Singer writer: the one place that writes to stdout.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -85,31 +85,8 @@ impl<W: Write> SingerWriter<W> {
         }))
     }
 
-    /// Copies already-formed message lines (a spool file as written, such
-    /// as a REST stream's) to the output.
-    pub(crate) fn copy_spool(&mut self, spool: &mut File) -> Result<u64>
-    where
-        W: CopyTarget,
-    {
-        spool.seek(SeekFrom::Start(0)).map_err(unreadable)?;
-        self.flush()?;
-        let out = self.out.get_mut();
-        let mut block = vec![0u8; OUT_BUF];
-        let mut total = 0u64;
-        loop {
-            let n = match spool.read(&mut block) {
-                Ok(0) => return Ok(total),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(unreadable(e)),
-            };
-            out.put(&block[..n])?;
-            total += n as u64;
-        }
-    }
-
-    /// Copies already-formed message lines (a spooled bundle, zstd-compressed)
-    /// to the output. Decompression runs on a thread of its own, so it
+    /// Copies already-formed message lines (a spooled bundle or REST stream,
+    /// zstd-compressed) to the output. Decompression runs on a thread of its own, so it
     /// overlaps the writes to the target.
     pub(crate) fn copy_compressed_spool(&mut self, spool: &mut File) -> Result<u64>
     where

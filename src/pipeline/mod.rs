@@ -77,6 +77,56 @@ pub(crate) struct Settings {
     pub(crate) batch: Option<(BatchConfig, String)>,
 }
 
+impl Settings {
+    /// A new, empty spool for one unit of `stream`: an anonymous RECORD
+    /// spool or, with `batch_config`, the unit's batch file (see
+    /// [`Partial::create`] for `unit_id`).
+    pub(crate) fn spool_target(&self, stream: &str, unit_id: Option<&str>) -> Result<SpoolTarget> {
+        match &self.batch {
+            None => create_spool(&self.spool_dir)
+                .map(SpoolTarget::Records)
+                .map_err(|e| {
+                    Error::spool(
+                        format!(
+                            "cannot create a spool file in '{}'",
+                            self.spool_dir.display()
+                        ),
+                        "; set spool_dir to a writable directory with free space",
+                        e,
+                    )
+                }),
+            Some((config, run_id)) => Partial::create(config, run_id, stream, unit_id)
+                .map(SpoolTarget::Batch)
+                .map_err(|e| {
+                    Error::spool(
+                        format!("cannot create a batch file in '{}'", config.root.display()),
+                        "; check batch_config's storage.root",
+                        e,
+                    )
+                }),
+        }
+    }
+
+    /// The error for a spool that could not be written.
+    pub(crate) fn write_failed(&self, e: io::Error) -> Error {
+        match &self.batch {
+            None => Error::spool(
+                format!(
+                    "cannot write the spool file in '{}'",
+                    self.spool_dir.display()
+                ),
+                "; free space there or set spool_dir",
+                e,
+            ),
+            Some((config, _)) => Error::spool(
+                format!("cannot write a batch file in '{}'", config.root.display()),
+                "; free space there or change batch_config's storage.root",
+                e,
+            ),
+        }
+    }
+}
+
 /// One stream's run, from one source.
 pub(crate) struct Pipeline<'r, W: Write + CopyTarget, S: Source> {
     fetcher: Arc<Fetcher<S>>,
@@ -291,7 +341,7 @@ impl<S: Source> Fetcher<S> {
 
 /// Sends one verified unit on: its RECORD lines, or its batch file published
 /// and named in a BATCH message. A batch of no records is not sent.
-fn emit<W: Write + CopyTarget>(
+pub(crate) fn emit<W: Write + CopyTarget>(
     out: &mut SingerWriter<W>,
     stream: &str,
     spool: Spool,
@@ -406,30 +456,10 @@ impl<S: Source> Fetcher<S> {
     ) -> std::result::Result<Spooled, Attempt> {
         let mut body = self.source.open(unit).await?;
         let declared = body.declared_len();
-        let spool_dir = &self.settings.spool_dir;
-        let target = match &self.settings.batch {
-            None => create_spool(spool_dir)
-                .map(SpoolTarget::Records)
-                .map_err(|e| {
-                    Failure::Fatal(Error::spool(
-                        format!("cannot create a spool file in '{}'", spool_dir.display()),
-                        "; set spool_dir to a writable directory with room for one bundle",
-                        e,
-                    ))
-                })?,
-            Some((config, run_id)) => {
-                let stream = self.schema.stream.name;
-                Partial::create(config, run_id, stream, self.source.id(unit))
-                    .map(SpoolTarget::Batch)
-                    .map_err(|e| {
-                        Failure::Fatal(Error::spool(
-                            format!("cannot create a batch file in '{}'", config.root.display()),
-                            "; check batch_config's storage.root",
-                            e,
-                        ))
-                    })?
-            }
-        };
+        let target = self
+            .settings
+            .spool_target(self.schema.stream.name, Some(self.source.id(unit)))
+            .map_err(Failure::Fatal)?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let format = self.source.format(unit);
         let extracted = Utc::now();
@@ -517,18 +547,7 @@ impl<S: Source> Fetcher<S> {
                 },
             }),
             (Ok(()), Err(SpoolError::Write(e))) => Err(Attempt::Failed(Failure::Fatal(
-                match &self.settings.batch {
-                    None => Error::spool(
-                        format!("cannot write the spool file in '{}'", spool_dir.display()),
-                        "; free space there or set spool_dir",
-                        e,
-                    ),
-                    Some((config, _)) => Error::spool(
-                        format!("cannot write a batch file in '{}'", config.root.display()),
-                        "; free space there or change batch_config's storage.root",
-                        e,
-                    ),
-                },
+                self.settings.write_failed(e),
             ))),
             (Ok(()), Ok((spool, stats))) => Ok(Spooled {
                 spool: Some(spool),

@@ -27,7 +27,7 @@ use crate::source::Format;
 const ZSTD_LEVEL: i32 = 1;
 
 /// Shaped bytes handed to the compressor at a time.
-const CHUNK: usize = 1024 * 1024;
+pub(crate) const CHUNK: usize = 1024 * 1024;
 
 /// A private, anonymous file in `dir`: mode 0600 and unlinked from the start,
 /// so no other user can read it and no exit path can leave it behind.
@@ -143,27 +143,20 @@ pub(crate) fn spool_unit(
     let mut shaper = Shaper::new(schema, selection);
     shaper.start_bundle(extracted);
     let raw_records = matches!(target, SpoolTarget::Batch(_));
-    let charge = Charge { meter, bytes: 0 };
     let (tx, rx) = sync_channel::<Vec<u8>>(2);
     let (back_tx, back_rx) = sync_channel::<Vec<u8>>(3);
 
     std::thread::scope(|scope| {
         let compressor = std::thread::Builder::new()
             .name("spool-compress".into())
-            .spawn_scoped(scope, move || compress(target, charge, rx, back_tx))
+            .spawn_scoped(scope, move || compress(target, meter, rx, back_tx))
             .map_err(SpoolError::Write)?;
 
         let mut chunk = Vec::with_capacity(CHUNK + 64 * 1024);
         let mut line = Vec::new();
         let sink = |event: &[u8]| {
-            if raw_records {
-                line.clear();
-                shaper.shape(event, &mut line).map_err(SinkError::Shape)?;
-                chunk.extend_from_slice(shaper.record_of(&line));
-                chunk.push(b'\n');
-            } else {
-                shaper.shape(event, &mut chunk).map_err(SinkError::Shape)?;
-            }
+            shape_onto(&mut shaper, event, raw_records, &mut line, &mut chunk)
+                .map_err(SinkError::Shape)?;
             if chunk.len() >= CHUNK {
                 let next = back_rx
                     .try_recv()
@@ -222,50 +215,106 @@ pub(crate) fn spool_unit(
     })
 }
 
-/// The compressor thread: every chunk into the target's encoder, then the
-/// encoder finished and, for a batch file, synced to disk.
+/// Shapes one event onto `chunk`: its RECORD line or, for a batch file
+/// (`raw`), its record object and a newline. `line` is scratch space.
+pub(crate) fn shape_onto(
+    shaper: &mut Shaper,
+    event: &[u8],
+    raw: bool,
+    line: &mut Vec<u8>,
+    chunk: &mut Vec<u8>,
+) -> Result<(), ShapeError> {
+    if raw {
+        line.clear();
+        shaper.shape(event, line)?;
+        chunk.extend_from_slice(shaper.record_of(line));
+        chunk.push(b'\n');
+        Ok(())
+    } else {
+        shaper.shape(event, chunk)
+    }
+}
+
+/// The compressor thread: every chunk into the target, then the target
+/// finished.
 fn compress(
     target: SpoolTarget,
-    mut charge: Charge,
+    meter: Arc<SpoolMeter>,
     rx: Receiver<Vec<u8>>,
     back: SyncSender<Vec<u8>>,
 ) -> io::Result<Spool> {
-    match target {
-        SpoolTarget::Records(file) => {
-            let mut frames = FrameWriter::new(file)?;
-            for mut chunk in rx.iter() {
-                charge.add(frames.frame(&chunk)?);
-                chunk.clear();
-                let _ = back.try_send(chunk);
-            }
-            Ok(Spool {
-                target: SpoolTarget::Records(frames.out),
-                _charge: charge,
-            })
-        }
-        SpoolTarget::Batch(mut partial) => {
-            let charge = {
+    let mut writer = SpoolWriter::new(target, meter)?;
+    for mut chunk in rx.iter() {
+        writer.write(&chunk)?;
+        chunk.clear();
+        let _ = back.try_send(chunk);
+    }
+    writer.finish()
+}
+
+/// Writes blocks of shaped lines into a spool target, charging the bytes
+/// that land on disk to the meter.
+pub(crate) struct SpoolWriter(Writing);
+
+enum Writing {
+    /// Each block one zstd frame.
+    Records {
+        frames: FrameWriter<File>,
+        charge: Charge,
+    },
+    /// One gzip stream over all blocks (boxed: the encoder's state is large).
+    Batch(Box<flate2::write::GzEncoder<Metered<BufWriter<Partial>>>>),
+}
+
+impl SpoolWriter {
+    pub(crate) fn new(target: SpoolTarget, meter: Arc<SpoolMeter>) -> io::Result<SpoolWriter> {
+        let charge = Charge { meter, bytes: 0 };
+        Ok(SpoolWriter(match target {
+            SpoolTarget::Records(file) => Writing::Records {
+                frames: FrameWriter::new(file)?,
+                charge,
+            },
+            SpoolTarget::Batch(partial) => {
                 let out = Metered {
-                    inner: BufWriter::with_capacity(256 * 1024, partial.file_mut()),
+                    inner: BufWriter::with_capacity(256 * 1024, partial),
                     charge,
                 };
-                let mut enc =
-                    flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
-                for mut chunk in rx.iter() {
-                    enc.write_all(&chunk)?;
-                    chunk.clear();
-                    let _ = back.try_send(chunk);
-                }
-                let mut out = enc.finish()?;
-                out.flush()?;
-                out.charge
-            };
-            // On disk before any BATCH message can name it.
-            partial.file_mut().sync_all()?;
-            Ok(Spool {
-                target: SpoolTarget::Batch(partial),
+                Writing::Batch(Box::new(flate2::write::GzEncoder::new(
+                    out,
+                    flate2::Compression::new(GZIP_LEVEL),
+                )))
+            }
+        }))
+    }
+
+    /// Adds a block of whole lines.
+    pub(crate) fn write(&mut self, block: &[u8]) -> io::Result<()> {
+        match &mut self.0 {
+            Writing::Records { frames, charge } => {
+                charge.add(frames.frame(block)?);
+                Ok(())
+            }
+            Writing::Batch(enc) => enc.write_all(block),
+        }
+    }
+
+    /// The spool, complete; a batch file's gzip stream is ended and the
+    /// file synced to disk, before any BATCH message can name it.
+    pub(crate) fn finish(self) -> io::Result<Spool> {
+        match self.0 {
+            Writing::Records { frames, charge } => Ok(Spool {
+                target: SpoolTarget::Records(frames.out),
                 _charge: charge,
-            })
+            }),
+            Writing::Batch(enc) => {
+                let Metered { inner, charge } = enc.finish()?;
+                let mut partial = inner.into_inner().map_err(|e| e.into_error())?;
+                partial.file_mut().sync_all()?;
+                Ok(Spool {
+                    target: SpoolTarget::Batch(partial),
+                    _charge: charge,
+                })
+            }
         }
     }
 }

@@ -1,11 +1,13 @@
 //! The REST source: users, segments and the recording settings (with their
 //! history) read page by page from `api_url`. A stream's pages are all
-//! fetched and shaped into a private spool file first; only then are its
-//! records written, followed by the STATE that covers them.
+//! fetched and shaped into a private, compressed spool file (or, with
+//! `batch_config`, its batch file) first; only then are its records written
+//! (or the batch file published and named in a BATCH message), followed by
+//! the STATE that covers them.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +21,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::retry::{Backoff, Retry};
 use crate::http::{Client, Endpoint, Failure, chain, metric_records, snippet};
-use crate::pipeline::Settings;
-use crate::pipeline::spool::create_spool;
+use crate::pipeline::spool::{CHUNK, SpoolMeter, SpoolTarget, SpoolWriter, shape_onto};
+use crate::pipeline::{Settings, emit};
 use crate::record::Shaper;
 use crate::redact;
 use crate::singer::{CopyTarget, SingerWriter};
@@ -59,10 +61,15 @@ pub(crate) struct Rest {
 }
 
 /// One stream's records as they are gathered into its spool file.
-struct Gather {
+struct Gather<'s> {
     shaper: Shaper,
-    spool: BufWriter<std::fs::File>,
+    spool: SpoolWriter,
+    /// Raw records for a batch file rather than RECORD lines.
+    raw: bool,
+    /// Shaped lines not yet in the spool, written a [`CHUNK`] at a time.
+    chunk: Vec<u8>,
     line: Vec<u8>,
+    settings: &'s Settings,
     records: u64,
     /// Records at or before this are not written again (settings streams).
     after: Option<LastUpdated>,
@@ -122,20 +129,20 @@ impl Rest {
             ),
             None => tracing::info!("{}: syncing every record", def.name),
         }
-        let spool_dir = &settings.spool_dir;
-        let spool = create_spool(spool_dir).map_err(|e| {
-            Error::spool(
-                format!("cannot create a spool file in '{}'", spool_dir.display()),
-                "; set spool_dir to a writable directory",
-                e,
-            )
-        })?;
+        let target = settings.spool_target(def.name, None)?;
+        let raw = matches!(target, SpoolTarget::Batch(_));
+        let meter = Arc::new(SpoolMeter::default());
+        let spool =
+            SpoolWriter::new(target, Arc::clone(&meter)).map_err(|e| settings.write_failed(e))?;
         let mut shaper = Shaper::new(schema, selection);
         shaper.start_bundle(Utc::now());
         let mut gather = Gather {
             shaper,
-            spool: BufWriter::new(spool),
+            spool,
+            raw,
+            chunk: Vec::new(),
             line: Vec::new(),
+            settings,
             records: 0,
             after,
             newest: None,
@@ -215,21 +222,23 @@ impl Rest {
         };
 
         let Gather {
-            spool,
+            mut spool,
+            chunk,
             records,
             newest,
             ..
         } = gather;
-        let mut file = spool.into_inner().map_err(|e| {
-            Error::spool(
-                format!("cannot write the spool file in '{}'", spool_dir.display()),
-                "; free space there or set spool_dir",
-                e.into_error(),
-            )
-        })?;
-        // Records, then the STATE that covers them, in one uninterrupted step.
+        let spool = tokio::task::block_in_place(|| {
+            if !chunk.is_empty() {
+                spool.write(&chunk)?;
+            }
+            spool.finish()
+        })
+        .map_err(|e| settings.write_failed(e))?;
+        // Records (or the BATCH naming them), then the STATE that covers
+        // them, in one uninterrupted step.
         tokio::task::block_in_place(|| -> Result<()> {
-            out.copy_spool(&mut file)?;
+            emit(out, def.name, spool, records)?;
             if let Some(newest) = newest {
                 state.advance(def, Bookmark::LastUpdated(newest));
             }
@@ -237,9 +246,10 @@ impl Rest {
         })?;
         metric_records(def.name, records);
         tracing::info!(
-            "{}: {records} records from {pages} requests in {:.1}s",
+            "{}: {records} records from {pages} requests in {:.1}s; spool {} bytes",
             def.name,
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            meter.peak()
         );
         Ok(())
     }
@@ -348,7 +358,7 @@ const SETTINGS: Endpoint = Endpoint {
     not_found: "check api_url",
 };
 
-impl Gather {
+impl Gather<'_> {
     /// Shapes one object into the spool, unless a settings stream's bookmark
     /// already covers it.
     fn add(&mut self, item: &RawValue) -> Result<()> {
@@ -387,17 +397,20 @@ impl Gather {
                 _ => {}
             }
         }
-        self.line.clear();
-        self.shaper
-            .shape(&object.json, &mut self.line)
-            .map_err(|e| Error::Api(e.to_string()))?;
-        self.spool.write_all(&self.line).map_err(|e| {
-            Error::spool(
-                "cannot write the spool file".into(),
-                "; free space there or set spool_dir",
-                e,
-            )
-        })?;
+        shape_onto(
+            &mut self.shaper,
+            &object.json,
+            self.raw,
+            &mut self.line,
+            &mut self.chunk,
+        )
+        .map_err(|e| Error::Api(e.to_string()))?;
+        if self.chunk.len() >= CHUNK {
+            self.spool
+                .write(&self.chunk)
+                .map_err(|e| self.settings.write_failed(e))?;
+            self.chunk.clear();
+        }
         self.records += 1;
         Ok(())
     }

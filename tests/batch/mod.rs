@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// A `batch_config` writing under `root`.
-fn batch_config(root: &Path, prefix: &str) -> Value {
+pub fn batch_config(root: &Path, prefix: &str) -> Value {
     json!({
         "encoding": {"format": "jsonl", "compression": "gzip"},
         "storage": {"root": format!("file://{}", root.display()), "prefix": prefix},
@@ -21,7 +21,7 @@ fn batch_config(root: &Path, prefix: &str) -> Value {
 }
 
 /// Every stdout line as JSON, whatever its type.
-fn lines(run: &Run) -> Vec<Value> {
+pub fn lines(run: &Run) -> Vec<Value> {
     run.stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -43,7 +43,7 @@ fn record_texts(run: &Run) -> Vec<String> {
 }
 
 /// The lines of a gzip file, failing on anything but a whole, valid stream.
-fn gunzip_lines(path: &Path) -> Vec<String> {
+pub fn gunzip_lines(path: &Path) -> Vec<String> {
     let bytes = std::fs::read(path).unwrap();
     let mut text = String::new();
     flate2::read::MultiGzDecoder::new(bytes.as_slice())
@@ -53,12 +53,12 @@ fn gunzip_lines(path: &Path) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
-fn path_of(url: &Value) -> PathBuf {
+pub fn path_of(url: &Value) -> PathBuf {
     let url = url.as_str().expect("manifest entries are strings");
     PathBuf::from(url.strip_prefix("file://").expect("a file:// URL"))
 }
 
-fn names_in(dir: &Path) -> Vec<String> {
+pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

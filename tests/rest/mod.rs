@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use fullstory_demo::{Encoding, Fault, Route, Server};
+use fullstory_demo::{Encoding, Fault, Route, Server, ServerOptions, synthetic_rest};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use crate::batch::{batch_config, gunzip_lines, lines, names_in, path_of};
 use crate::support::*;
 
 const SETTINGS: &[&str] = &[
@@ -51,6 +53,35 @@ fn by_stream(run: &Run) -> BTreeMap<String, Vec<Value>> {
         }
     }
     out
+}
+
+/// The record objects of the RECORD lines per stream, as the exact text the
+/// tap wrote.
+fn record_texts(run: &Run) -> BTreeMap<String, Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        stream: Option<String>,
+        #[serde(borrow)]
+        record: Option<&'a RawValue>,
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in run.stdout.lines() {
+        let line: Line<'_> = serde_json::from_str(line).unwrap();
+        if let (Some(stream), Some(record)) = (line.stream, line.record) {
+            out.entry(stream)
+                .or_default()
+                .push(record.get().to_string());
+        }
+    }
+    out
+}
+
+/// Every REST stream.
+fn all_rest() -> Vec<&'static str> {
+    let mut streams = vec!["users", "user", "segments"];
+    streams.extend(SETTINGS);
+    streams.extend(HISTORIES);
+    streams
 }
 
 fn count(records: &BTreeMap<String, Vec<Value>>, stream: &str) -> usize {
@@ -419,4 +450,176 @@ fn a_gzipped_page_is_read_by_its_bytes() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["id"], "s1");
     assert_eq!(records[0]["created"], "2024-01-01T00:00:00Z");
+}
+
+#[test]
+fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
+    let srv = server(Vec::new());
+    let catalog = select(&all_rest());
+    let plain = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .run()
+        .success();
+    let want_texts = record_texts(&plain);
+    let want = by_stream(&plain);
+    assert_eq!(want_texts.len(), all_rest().len());
+
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = rest_config(&srv);
+    cfg["batch_config"] = batch_config(root.path(), "fs-");
+    let run = Tap::new().config(&cfg).catalog(&catalog).run().success();
+    let msgs = lines(&run);
+    assert!(msgs.iter().all(|m| m["type"] != "RECORD"), "{}", run.stdout);
+    let mut batched = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if m["type"] != "BATCH" {
+            continue;
+        }
+        let stream = m["stream"].as_str().unwrap();
+        assert_eq!(
+            m["encoding"],
+            json!({"format": "jsonl", "compression": "gzip"})
+        );
+        let manifest = m["manifest"].as_array().unwrap();
+        assert_eq!(manifest.len(), 1, "{m}");
+        let path = path_of(&manifest[0]);
+        assert_eq!(path.parent().unwrap(), root.path());
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&format!("fs-{stream}-")) && name.ends_with(".jsonl.gz"),
+            "{name}"
+        );
+        let texts = gunzip_lines(&path);
+        assert!(
+            batched.insert(stream.to_string(), texts).is_none(),
+            "a second BATCH for {stream}"
+        );
+        // The next message is the STATE that covers the file.
+        let next = &msgs[i + 1];
+        assert_eq!(next["type"], "STATE", "after the BATCH of {stream}");
+        if SETTINGS.contains(&stream) || HISTORIES.contains(&stream) {
+            assert_eq!(
+                next["value"]["bookmarks"][stream]["lastUpdated"], "2024-01-01T11:00:00.000Z",
+                "{stream}"
+            );
+        }
+        // No STATE before it moved this stream's bookmark.
+        for earlier in &msgs[..i] {
+            if earlier["type"] == "STATE" {
+                assert!(
+                    earlier["value"]["bookmarks"].get(stream).is_none(),
+                    "{stream}: {earlier}"
+                );
+            }
+        }
+    }
+    // Exactly the record objects of the RECORD run, byte for byte.
+    assert_eq!(batched, want_texts);
+    for (stream, texts) in &batched {
+        let parsed: Vec<Value> = texts
+            .iter()
+            .map(|t| serde_json::from_str(t).unwrap())
+            .collect();
+        assert_eq!(&parsed, &want[stream], "{stream}");
+    }
+    // One published file per stream, no partial file left.
+    let names = names_in(root.path());
+    assert_eq!(names.len(), all_rest().len(), "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+
+    // Nothing new for the settings streams: no file and no BATCH for them;
+    // the full-table streams come whole again, and no file is removed.
+    let again = Tap::new()
+        .config(&cfg)
+        .catalog(&catalog)
+        .state(&lines(&run).last().unwrap()["value"])
+        .run()
+        .success();
+    let streams: Vec<String> = lines(&again)
+        .iter()
+        .filter(|m| m["type"] == "BATCH")
+        .map(|m| m["stream"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(streams, ["users", "user", "segments"]);
+    let after = names_in(root.path());
+    assert_eq!(after.len(), names.len() + 3, "{after:?}");
+    assert!(names.iter().all(|n| after.contains(n)));
+}
+
+#[test]
+fn a_failed_rest_stream_publishes_no_batch_file() {
+    let srv = server(Vec::new());
+    // Segments read one page, then fail on a page token sent twice.
+    let page = br#"{"segments":[{"id":"s1","name":"one"}],"nextPaginationToken":"again"}"#;
+    for _ in 0..2 {
+        srv.push_fault(
+            Route::Path("/segments/v1".into()),
+            Fault::Body {
+                content_type: "application/json".into(),
+                body: page.to_vec(),
+            },
+        );
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = rest_config(&srv);
+    cfg["batch_config"] = batch_config(root.path(), "");
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&select(&["users", "segments"]))
+        .run()
+        .failure(1);
+    let msgs = lines(&run);
+    let batches: Vec<&Value> = msgs.iter().filter(|m| m["type"] == "BATCH").collect();
+    assert_eq!(batches.len(), 1, "{}", run.stdout);
+    assert_eq!(batches[0]["stream"], "users");
+    assert_eq!(gunzip_lines(&path_of(&batches[0]["manifest"][0])).len(), 25);
+    // Only the users file, and nothing of segments, not even a partial one.
+    let names = names_in(root.path());
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].starts_with("users-"), "{names:?}");
+    assert_eq!(msgs.last().unwrap()["type"], "STATE");
+}
+
+#[test]
+fn a_users_stream_of_several_spool_blocks_reads_back_byte_for_byte() {
+    let mut rest = synthetic_rest(12_000, 0, 0);
+    rest.page_size = 2_000;
+    let srv = Server::start(ServerOptions {
+        api_key: KEY.to_string(),
+        rest: rest.clone(),
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["users"]))
+        .run()
+        .success();
+    let held: Vec<&str> = rest.users.iter().map(|u| u.listed.as_str()).collect();
+    let json: usize = held.iter().map(|u| u.len()).sum();
+    // More than one spool block (1 MiB of RECORD lines) of users.
+    assert!(json > 2 * 1024 * 1024, "{json}");
+    assert_eq!(record_texts(&run)["users"], held);
+    let states = run.states();
+    assert_eq!(
+        states.len(),
+        2,
+        "one STATE before and one after the records"
+    );
+    let last = run.stdout.lines().last().unwrap();
+    assert!(last.contains(r#""type":"STATE""#), "{last}");
+
+    // The spool held them compressed: under a fifth of their JSON.
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("users: 12000 records from"))
+        .unwrap_or_else(|| panic!("no summary in {}", run.stderr));
+    let spool: usize = line
+        .rsplit_once("spool ")
+        .and_then(|(_, n)| n.strip_suffix(" bytes"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no spool size in {line}"));
+    assert!(spool > 0 && spool * 5 <= json, "spool {spool} of {json}");
 }

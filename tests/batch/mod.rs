@@ -288,7 +288,6 @@ fn segment_export_windows_and_individuals_are_batched_like_their_records() {
         assert!(!want.is_empty(), "{stream}: the RECORD run has records");
         assert_eq!(batched.len(), want.len(), "{stream}");
         // The same records; a window's rows may come in any order.
-        let mut batched = batched;
         let mut want = want;
         batched.sort();
         want.sort();

@@ -299,7 +299,7 @@ fn segment_export_windows_and_individuals_are_batched_like_their_records() {
 
 /// The record objects of one stream's RECORD lines, as the exact text the
 /// tap wrote.
-fn record_texts_of(run: &Run, stream: &str) -> Vec<String> {
+pub fn record_texts_of(run: &Run, stream: &str) -> Vec<String> {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
         stream: Option<&'a str>,

@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use fullstory_demo::{Encoding, Fault, Route, Server, ServerOptions, synthetic_rest};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::batch::{batch_config, gunzip_lines, lines, names_in, path_of};
+use crate::batch::{batch_config, gunzip_lines, lines, names_in, path_of, record_texts_of};
 use crate::support::*;
 
 const SETTINGS: &[&str] = &[
@@ -50,27 +49,6 @@ fn by_stream(run: &Run) -> BTreeMap<String, Vec<Value>> {
         if m["type"] == "RECORD" {
             let stream = m["stream"].as_str().unwrap().to_string();
             out.entry(stream).or_default().push(m["record"].clone());
-        }
-    }
-    out
-}
-
-/// The record objects of the RECORD lines per stream, as the exact text the
-/// tap wrote.
-fn record_texts(run: &Run) -> BTreeMap<String, Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Line<'a> {
-        stream: Option<String>,
-        #[serde(borrow)]
-        record: Option<&'a RawValue>,
-    }
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for line in run.stdout.lines() {
-        let line: Line<'_> = serde_json::from_str(line).unwrap();
-        if let (Some(stream), Some(record)) = (line.stream, line.record) {
-            out.entry(stream)
-                .or_default()
-                .push(record.get().to_string());
         }
     }
     out
@@ -461,9 +439,12 @@ fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
         .catalog(&catalog)
         .run()
         .success();
-    let want_texts = record_texts(&plain);
+    let want_texts: BTreeMap<String, Vec<String>> = all_rest()
+        .into_iter()
+        .map(|s| (s.to_string(), record_texts_of(&plain, s)))
+        .collect();
+    assert!(want_texts.values().all(|t| !t.is_empty()), "{want_texts:?}");
     let want = by_stream(&plain);
-    assert_eq!(want_texts.len(), all_rest().len());
 
     let root = tempfile::tempdir().unwrap();
     let mut cfg = rest_config(&srv);
@@ -600,7 +581,7 @@ fn a_users_stream_of_several_spool_blocks_reads_back_byte_for_byte() {
     let json: usize = held.iter().map(|u| u.len()).sum();
     // More than one spool block (1 MiB of RECORD lines) of users.
     assert!(json > 2 * 1024 * 1024, "{json}");
-    assert_eq!(record_texts(&run)["users"], held);
+    assert_eq!(record_texts_of(&run, "users"), held);
     let states = run.states();
     assert_eq!(
         states.len(),

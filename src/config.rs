@@ -202,7 +202,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "spool_dir",
         Kind::String,
         Some("system temp dir"),
-        "Directory for the per-bundle spool file (zstd-compressed records: a few percent of a bundle's JSON). Files are private and removed on every exit.",
+        "Directory for the spool file of the bundle, window or REST stream being verified (zstd-compressed records: about a tenth of their JSON). Files are private and removed on every exit.",
     ),
     setting(
         "skip_bundles",

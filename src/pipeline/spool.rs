@@ -2,9 +2,10 @@
 //! before any of them may go out, and the blocking reader that fills it.
 //!
 //! Shaping runs on the unit's reader thread and compression on a second
-//! thread, so the two overlap. RECORD output is spooled as zstd (level 1):
-//! a few percent of the JSON on disk, read back at over 1 GB/s. BATCH output
-//! is written straight into the gzip JSONL file that will be handed over.
+//! thread, so the two overlap. RECORD lines are spooled as zstd level-1
+//! frames of 1 MiB of lines each (about a tenth of the JSON on disk), which
+//! [`Frames`] reads back one frame per call. BATCH output is written straight
+//! into the gzip JSONL file that will be handed over.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};

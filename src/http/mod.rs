@@ -29,6 +29,9 @@ pub(crate) enum Failure {
     },
     /// Retrying cannot help.
     Fatal(Error),
+    /// HTTP 404 from an endpoint whose resources may vanish
+    /// ([`NotFound::Gone`]): the caller decides; the text says what was asked.
+    Gone(String),
 }
 
 impl Failure {
@@ -45,8 +48,18 @@ impl Failure {
 pub(crate) struct Endpoint {
     /// The `endpoint` tag of the request metrics.
     pub name: &'static str,
-    /// What to do about a 404 from it.
-    pub not_found: &'static str,
+    /// What a 404 from it means.
+    pub not_found: NotFound,
+}
+
+/// What an HTTP 404 means for one kind of request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NotFound {
+    /// A mistake that stops the run; the text says what to check.
+    Stop(&'static str),
+    /// The resource was deleted since it was listed: [`Failure::Gone`], not
+    /// logged here, as only the caller knows whether that is news.
+    Gone,
 }
 
 /// An HTTP client for one account.
@@ -300,6 +313,9 @@ impl Client {
             "{method} {shown} answered HTTP {status}{via}: {}",
             snippet(&body)
         );
+        if status == StatusCode::NOT_FOUND && matches!(endpoint.not_found, NotFound::Gone) {
+            return Err(Failure::Gone(detail));
+        }
         tracing::warn!("{detail}");
         if status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
@@ -327,7 +343,11 @@ impl Client {
             (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
                 "check that api_key is a valid FullStory API key with Admin or Architect rights"
             }
-            (StatusCode::NOT_FOUND, _) => endpoint.not_found,
+            (StatusCode::NOT_FOUND, _) => match endpoint.not_found {
+                NotFound::Stop(advice) => advice,
+                // Answered above as `Failure::Gone`.
+                NotFound::Gone => "it is gone",
+            },
             _ => "check the config (api_key, base_url)",
         };
         Err(Failure::Fatal(Error::Api(format!("{detail}; {advice}"))))
@@ -432,7 +452,7 @@ mod tests {
 
     const ENDPOINT: Endpoint = Endpoint {
         name: "test",
-        not_found: "gone",
+        not_found: NotFound::Stop("gone"),
     };
 
     /// Serves one request on 127.0.0.1 and hands back its head, lower-cased.
@@ -495,6 +515,28 @@ mod tests {
             _ => String::new(),
         };
         assert!(!text.contains("secret-key"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_404_is_gone_only_where_the_endpoint_says_so() {
+        const NOT_FOUND: &[u8] =
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        const GONE: Endpoint = Endpoint {
+            name: "test",
+            not_found: NotFound::Gone,
+        };
+        let (url, server) = one_shot_server_answering(NOT_FOUND);
+        match client(&url).get(&format!("{url}/u/1"), GONE).await {
+            Err(Failure::Gone(why)) => assert!(why.contains("404"), "{why}"),
+            other => panic!("not gone: {other:?}"),
+        }
+        server.join().unwrap();
+        let (url, server) = one_shot_server_answering(NOT_FOUND);
+        match client(&url).get(&format!("{url}/u/1"), ENDPOINT).await {
+            Err(Failure::Fatal(e)) => assert!(e.to_string().ends_with("; gone"), "{e}"),
+            other => panic!("not fatal: {other:?}"),
+        }
+        server.join().unwrap();
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::pace::Pace;
 use crate::http::retry::{Backoff, Retry};
-use crate::http::{Client, Endpoint, Failure, chain, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
 use crate::state::{Bookmark, BundleBookmark};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, from_unix};
 
@@ -24,12 +24,14 @@ pub(crate) const LIST_PAGE_SIZE: usize = 20;
 
 const LIST: Endpoint = Endpoint {
     name: "list",
-    not_found: "check api_key, that the account has the Data Export pack, and base_url",
+    not_found: NotFound::Stop(
+        "check api_key, that the account has the Data Export pack, and base_url",
+    ),
 };
 
 const GET: Endpoint = Endpoint {
     name: "get",
-    not_found: "the bundle is gone; check base_url and re-run to list again",
+    not_found: NotFound::Stop("the bundle is gone; check base_url and re-run to list again"),
 };
 
 /// One bundle as listed.

@@ -20,7 +20,7 @@ use crate::catalog::{Schema, Selection};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::retry::{Backoff, Retry};
-use crate::http::{Client, Endpoint, Failure, chain, metric_records, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, chain, metric_records, snippet};
 use crate::pipeline::spool::{CHUNK, SpoolMeter, SpoolTarget, SpoolWriter, shape_onto};
 use crate::pipeline::{Settings, emit};
 use crate::record::Shaper;
@@ -160,6 +160,8 @@ impl Rest {
             stream: def.name,
             forbidden: &forbidden,
         };
+        // Users listed but gone by the time of their own fetch.
+        let mut skipped = 0usize;
         let pages = match kind {
             RestKind::Users => {
                 let url = format!("{api}/v2/users");
@@ -179,10 +181,25 @@ impl Rest {
                 for (n, id) in ids.iter().enumerate() {
                     let url = user_url(api, id)?;
                     let what = format!("{}: user {}/{total} (id {id})", def.name, n + 1);
-                    let body = self
+                    let found = self
                         .retry
-                        .run(&what, None, || self.fetch(&call, &url, USER))
+                        .run(&what, None, || async {
+                            match self.fetch(&call, &url, USER).await {
+                                Ok(body) => Ok(Some(body)),
+                                Err(Failure::Gone(_)) => Ok(None),
+                                Err(other) => Err(other),
+                            }
+                        })
                         .await?;
+                    // A user deleted between the list and its own fetch no
+                    // longer exists: nothing to write, nothing to retry.
+                    let Some(body) = found else {
+                        skipped += 1;
+                        tracing::warn!(
+                            "{what}: skipped: it was listed, but its own fetch answered HTTP 404 (deleted since)"
+                        );
+                        continue;
+                    };
                     let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
                         Error::Api(format!(
                             "{what}: the answer is not a JSON object ({e}): {}",
@@ -245,8 +262,12 @@ impl Rest {
             out.state(state.to_value())
         })?;
         metric_records(def.name, records);
+        let skipped = match kind {
+            RestKind::User => format!(", {skipped} skipped (deleted after the list)"),
+            _ => String::new(),
+        };
         tracing::info!(
-            "{}: {records} records from {pages} requests in {:.1}s; spool {} bytes",
+            "{}: {records} records from {pages} requests in {:.1}s{skipped}; spool {} bytes",
             def.name,
             started.elapsed().as_secs_f64(),
             meter.peak()
@@ -345,17 +366,17 @@ struct Call<'a> {
 
 const LIST: Endpoint = Endpoint {
     name: "rest_list",
-    not_found: "check api_url",
+    not_found: NotFound::Stop("check api_url"),
 };
 
 const USER: Endpoint = Endpoint {
     name: "rest_user",
-    not_found: "the user was deleted after it was listed; re-run to list again",
+    not_found: NotFound::Gone,
 };
 
 const SETTINGS: Endpoint = Endpoint {
     name: "rest_settings",
-    not_found: "check api_url",
+    not_found: NotFound::Stop("check api_url"),
 };
 
 impl Gather<'_> {

@@ -19,7 +19,7 @@ use crate::config::{Config, SegmentSettings};
 use crate::error::{Error, Result};
 use crate::http::pace::Pace;
 use crate::http::retry::{Backoff, Retry};
-use crate::http::{Client, Endpoint, Failure, chain, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
 use crate::state::{Bookmark, PendingExport, WindowBookmark};
 use crate::time::format_rfc3339;
 
@@ -53,22 +53,22 @@ const ENTITLEMENT: &str = "Segment Export needs an API key with the Admin or Arc
 
 const CREATE: Endpoint = Endpoint {
     name: "segment_export_create",
-    not_found: "check api_url and segment_id (the segment must exist)",
+    not_found: NotFound::Stop("check api_url and segment_id (the segment must exist)"),
 };
 
 const OPERATION: Endpoint = Endpoint {
     name: "operation",
-    not_found: "the export operation is gone",
+    not_found: NotFound::Stop("the export operation is gone"),
 };
 
 const RESULTS: Endpoint = Endpoint {
     name: "segment_export_results",
-    not_found: "the export's results are gone",
+    not_found: NotFound::Stop("the export's results are gone"),
 };
 
 const DOWNLOAD: Endpoint = Endpoint {
     name: "segment_export_download",
-    not_found: "the download link has expired",
+    not_found: NotFound::Stop("the download link has expired"),
 };
 
 /// One export window: `[start, end)` on `EventStart`.
@@ -625,7 +625,7 @@ mod tests {
         )));
         let text = match f {
             Failure::Fatal(e) => e.to_string(),
-            Failure::Retry { why, .. } => why,
+            Failure::Retry { why, .. } | Failure::Gone(why) => why,
         };
         assert!(text.contains("Admin or Architect") && text.contains("Segment Export entitlement"));
         assert!(is_not_found(&Error::Api(

@@ -8,7 +8,8 @@ use super::{EXTRA_FIELD, ReplicationMethod, SourceKind, StreamDef};
 pub enum RestKind {
     /// `GET /v2/users`, every page.
     Users,
-    /// `GET /v2/users/{id}?include_schema=true` for each user listed.
+    /// `GET /v2/users/{id}?include_schema=true` for each user listed; one
+    /// deleted in between (404) is skipped.
     User,
     /// `GET /segments/v1`, every page.
     Segments,

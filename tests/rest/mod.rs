@@ -604,3 +604,157 @@ fn a_users_stream_of_several_spool_blocks_reads_back_byte_for_byte() {
         .unwrap_or_else(|| panic!("no spool size in {line}"));
     assert!(spool > 0 && spool * 5 <= json, "spool {spool} of {json}");
 }
+
+/// The id of synthetic user `i`: past 2^53, two apart.
+fn user_id(i: u64) -> String {
+    (9_007_199_254_740_993u64 + 2 * i).to_string()
+}
+
+#[test]
+fn a_user_deleted_after_the_list_is_skipped_with_one_warning() {
+    let srv = server(Vec::new());
+    // On the second page of the list, so users come before and after it.
+    let gone = user_id(12);
+    assert!(srv.delete_user_after_list(&gone));
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["users", "user", "segments"]))
+        .run()
+        .success();
+    let records = by_stream(&run);
+    // The list still has it; the stream after `user` ran.
+    assert_eq!(count(&records, "users"), 25);
+    assert_eq!(count(&records, "segments"), 23);
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for u in &records["user"] {
+        *seen
+            .entry(u["id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = (0..25)
+        .map(user_id)
+        .filter(|id| *id != gone)
+        .map(|id| (id, 1))
+        .collect();
+    assert_eq!(
+        seen, want,
+        "every other user exactly once, the gone one not"
+    );
+
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains(&gone))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("skipped"), "{}", warnings[0]);
+    assert!(
+        !run.stderr.lines().any(|l| l.contains("ERROR")),
+        "{}",
+        run.stderr
+    );
+    let summary = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("user: 24 records from"))
+        .unwrap_or_else(|| panic!("no summary in {}", run.stderr));
+    assert!(summary.contains("1 skipped"), "{summary}");
+
+    // A 404 is an answer, not a failure to retry.
+    let fetches: Vec<Option<u16>> = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/v2/users/{gone}"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(fetches, [Some(404)]);
+
+    // The STATE after the user records, as for any stream.
+    let msgs = run.messages();
+    let last_user = msgs
+        .iter()
+        .rposition(|m| m["type"] == "RECORD" && m["stream"] == "user")
+        .unwrap();
+    assert_eq!(msgs[last_user + 1]["type"], "STATE");
+}
+
+#[test]
+fn a_per_user_fetch_that_keeps_failing_with_500_still_stops_the_run() {
+    let srv = server(Vec::new());
+    let broken = user_id(12);
+    // max_retries is 4: five answers of 500 use every attempt up.
+    for _ in 0..5 {
+        srv.push_fault(
+            Route::Path(format!("/v2/users/{broken}")),
+            Fault::Status {
+                code: 500,
+                headers: Vec::new(),
+                body: br#"{"code":"internal"}"#.to_vec(),
+            },
+        );
+    }
+    let input = json!({"bookmarks": {"user": {"kept": true}}});
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["users", "user", "segments"]))
+        .state(&input)
+        .run()
+        .failure(1);
+    assert_eq!(srv.pending_faults(), 0);
+    let last = run.last_log();
+    assert!(
+        last.contains(&broken) && last.contains("500") && last.contains("giving up"),
+        "{last}"
+    );
+    let records = by_stream(&run);
+    assert_eq!(count(&records, "users"), 25);
+    assert_eq!(
+        count(&records, "user"),
+        0,
+        "nothing of the unfinished stream, not even the users fetched before"
+    );
+    assert_eq!(count(&records, "segments"), 0, "the run stopped there");
+    // Every STATE holds the user entry as it came in: none moved past it.
+    let states = run.states();
+    assert!(!states.is_empty());
+    for state in &states {
+        assert_eq!(state["bookmarks"]["user"], input["bookmarks"]["user"]);
+    }
+    let tail = run.messages().pop().unwrap();
+    assert_eq!(tail["type"], "STATE");
+    assert_eq!(
+        tail["value"], states[0],
+        "the last STATE is the one before the stream"
+    );
+}
+
+#[test]
+fn a_404_on_the_user_list_still_stops_the_run() {
+    let srv = server(Vec::new());
+    srv.push_fault(
+        Route::Path("/v2/users".into()),
+        Fault::Status {
+            code: 404,
+            headers: Vec::new(),
+            body: br#"{"code":"not_found"}"#.to_vec(),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["user"]))
+        .run()
+        .failure(1);
+    assert!(run.records().is_empty(), "{}", run.stdout);
+    let last = run.last_log();
+    assert!(
+        last.contains("404") && last.contains("check api_url"),
+        "{last}"
+    );
+    assert!(
+        !srv.requests()
+            .iter()
+            .any(|r| r.path.starts_with("/v2/users/")),
+        "no user is fetched without a list"
+    );
+}

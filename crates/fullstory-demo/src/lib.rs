@@ -388,6 +388,13 @@ impl Server {
         self.shared.state.lock().unwrap().rest.add_version(path)
     }
 
+    /// Keeps user `id` in `/v2/users` but answers 404 for its own fetch
+    /// (`/v2/users/{id}`), as if it was deleted between a client's list and
+    /// that fetch. False for an id that is not listed.
+    pub fn delete_user_after_list(&self, id: &str) -> bool {
+        self.shared.state.lock().unwrap().rest.delete_after_list(id)
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.state.lock().unwrap().requests.clone()

@@ -26,6 +26,9 @@ pub struct RestData {
     /// Items per page of every paged resource (FullStory's users come about
     /// 10 a page). 0 is treated as 1.
     pub page_size: usize,
+    /// Ids still listed by `/v2/users` whose own fetch answers 404, as for a
+    /// user deleted between a client's list and its fetch.
+    pub deleted: Vec<String>,
 }
 
 /// One user: its id, as the list shows it and with its schema.
@@ -112,6 +115,7 @@ pub fn synthetic_rest(users: usize, segments: usize, versions: usize) -> RestDat
         segments,
         settings,
         page_size: 10,
+        deleted: Vec::new(),
     }
 }
 
@@ -154,6 +158,18 @@ impl RestData {
         true
     }
 
+    /// Keeps the user `id` in the list but answers 404 for its own fetch
+    /// from now on. Returns false for an id that is not listed.
+    pub fn delete_after_list(&mut self, id: &str) -> bool {
+        if !self.users.iter().any(|u| u.id == id) {
+            return false;
+        }
+        if !self.deleted.iter().any(|d| d == id) {
+            self.deleted.push(id.to_string());
+        }
+        true
+    }
+
     /// Whether a request path is one of ours.
     pub(super) fn serves(path: &str) -> bool {
         path == "/v2/users"
@@ -185,6 +201,9 @@ impl RestData {
         }
         if let Some(id) = path.strip_prefix("/v2/users/") {
             let id = super::http::percent_decode(id);
+            if self.deleted.contains(&id) {
+                return not_found();
+            }
             return match self.users.iter().find(|u| u.id == id) {
                 Some(u) if param("include_schema").as_deref() == Some("true") => {
                     (200, u.full.clone().into_bytes())

@@ -600,6 +600,38 @@ fn faults_match_routes_in_order() {
 }
 
 #[test]
+fn a_user_deleted_after_the_list_is_listed_but_not_found() {
+    let server = server_with(Vec::new(), None);
+    let gone = "9007199254740995";
+    let kept = "9007199254740993";
+    assert!(server.delete_user_after_list(gone));
+    assert!(!server.delete_user_after_list("no-such-user"));
+    let list = get(&server, "/v2/users", Some(KEY)).json();
+    let ids: Vec<&str> = list["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&gone) && ids.contains(&kept), "{ids:?}");
+    let fetch = |id: &str| {
+        get(
+            &server,
+            &format!("/v2/users/{id}?include_schema=true"),
+            Some(KEY),
+        )
+    };
+    let r = fetch(gone);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "resource_not_found");
+    // It stays gone; the others are untouched.
+    assert_eq!(fetch(gone).status, 404);
+    let r = fetch(kept);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["id"], kept);
+}
+
+#[test]
 fn body_faults() {
     let server = server_with(
         synthetic_bundles(1, 30, T0, DAY, 1, Encoding::GzipFile),

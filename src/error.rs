@@ -35,6 +35,11 @@ pub(crate) enum Error {
     #[error("{0}")]
     Api(String),
 
+    /// FullStory no longer has what was asked for (HTTP 404 or 410 from an
+    /// endpoint whose resources expire or get deleted): the caller decides.
+    #[error("{0}")]
+    Gone(String),
+
     /// The HTTP client could not be built.
     #[error("cannot set up the HTTP client")]
     HttpClient(#[source] reqwest::Error),
@@ -101,6 +106,7 @@ impl Error {
         match self {
             Error::Input(_) | Error::InputRead { .. } | Error::InputJson { .. } => EXIT_INPUT,
             Error::Api(_)
+            | Error::Gone(_)
             | Error::HttpClient(_)
             | Error::Runtime(_)
             | Error::Unit(_)

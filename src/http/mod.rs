@@ -57,8 +57,9 @@ pub(crate) struct Endpoint {
 pub(crate) enum NotFound {
     /// A mistake that stops the run; the text says what to check.
     Stop(&'static str),
-    /// The resource was deleted since it was listed: [`Failure::Gone`], not
-    /// logged here, as only the caller knows whether that is news.
+    /// The resource may have been deleted or expired since it was named: a
+    /// 404 or 410 is [`Failure::Gone`], not logged here, as only the caller
+    /// knows whether that is news.
     Gone,
 }
 
@@ -313,7 +314,9 @@ impl Client {
             "{method} {shown} answered HTTP {status}{via}: {}",
             snippet(&body)
         );
-        if status == StatusCode::NOT_FOUND && matches!(endpoint.not_found, NotFound::Gone) {
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE)
+            && matches!(endpoint.not_found, NotFound::Gone)
+        {
             return Err(Failure::Gone(detail));
         }
         tracing::warn!("{detail}");
@@ -528,6 +531,14 @@ mod tests {
         let (url, server) = one_shot_server_answering(NOT_FOUND);
         match client(&url).get(&format!("{url}/u/1"), GONE).await {
             Err(Failure::Gone(why)) => assert!(why.contains("404"), "{why}"),
+            other => panic!("not gone: {other:?}"),
+        }
+        server.join().unwrap();
+        const GONE_410: &[u8] =
+            b"HTTP/1.1 410 Gone\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+        let (url, server) = one_shot_server_answering(GONE_410);
+        match client(&url).get(&format!("{url}/u/1"), GONE).await {
+            Err(Failure::Gone(why)) => assert!(why.contains("410"), "{why}"),
             other => panic!("not gone: {other:?}"),
         }
         server.join().unwrap();

@@ -101,9 +101,9 @@ impl Retry {
             match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fatal(e)) => return Err(e),
-                // Only callers that expect deletions ask for this, and they
-                // take it before it gets here.
-                Err(Failure::Gone(why)) => return Err(Error::Api(format!("{what}: {why}"))),
+                // Only callers that expect deletions ask for this; retrying
+                // cannot bring the resource back.
+                Err(Failure::Gone(why)) => return Err(Error::Gone(format!("{what}: {why}"))),
                 Err(Failure::Retry { why, retry_after }) => {
                     if let Some(wait) = retry_after.filter(|w| *w > self.longest_wait()) {
                         return Err(Error::Api(too_long(what, &why, wait, self.longest_wait())));

@@ -58,12 +58,12 @@ const CREATE: Endpoint = Endpoint {
 
 const OPERATION: Endpoint = Endpoint {
     name: "operation",
-    not_found: NotFound::Stop("the export operation is gone"),
+    not_found: NotFound::Gone,
 };
 
 const RESULTS: Endpoint = Endpoint {
     name: "segment_export_results",
-    not_found: NotFound::Stop("the export's results are gone"),
+    not_found: NotFound::Gone,
 };
 
 const DOWNLOAD: Endpoint = Endpoint {
@@ -297,7 +297,7 @@ impl SegmentExport {
             Ok(answer) => answer,
             Err(e) if is_not_found(&e) => {
                 self.mark_failed(window);
-                return Err(e);
+                return Err(Error::Api(format!("{e}; the export's results are gone")));
             }
             Err(e) => return Err(e),
         };
@@ -569,9 +569,10 @@ fn entitled(failure: Failure) -> Failure {
     }
 }
 
-/// Whether a request failed for good with 404 or 410.
+/// Whether the server answered 404 or 410: the operation or its results are
+/// gone. Told by status, never by what a body says.
 fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Api(detail) if detail.contains("HTTP 404") || detail.contains("HTTP 410"))
+    matches!(e, Error::Gone(_))
 }
 
 #[cfg(test)]
@@ -628,9 +629,10 @@ mod tests {
             Failure::Retry { why, .. } | Failure::Gone(why) => why,
         };
         assert!(text.contains("Admin or Architect") && text.contains("Segment Export entitlement"));
-        assert!(is_not_found(&Error::Api(
-            "GET y answered HTTP 404 Not Found".into()
+        assert!(is_not_found(&Error::Gone("GET y answered HTTP 404".into())));
+        // A body that quotes a 404 does not make an error one.
+        assert!(!is_not_found(&Error::Api(
+            "GET y answered HTTP 500: HTTP 404 Not Found".into()
         )));
-        assert!(!is_not_found(&Error::Api("GET y answered HTTP 500".into())));
     }
 }

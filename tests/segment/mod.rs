@@ -470,6 +470,39 @@ fn an_operation_the_server_forgot_is_created_anew() {
 }
 
 #[test]
+fn a_server_error_that_quotes_a_404_is_not_taken_for_a_lost_export() {
+    let specs = bundles(1, 5, Encoding::GzipFile);
+    let srv = server(specs);
+    let quoting = || Fault::Status {
+        code: 500,
+        headers: vec![],
+        body: br#"{"error": "upstream said HTTP 404 Not Found, HTTP 410 Gone"}"#.to_vec(),
+    };
+    // More 500s than retries: the poll gives up on a server error.
+    for _ in 0..3 {
+        srv.push_fault(Route::Operation, quoting());
+    }
+    let mut cfg = seg_config(&srv, 1);
+    cfg["max_retries"] = json!(1);
+    let run = Tap::new().config(&cfg).catalog(&events_only()).run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("giving up"), "{}", run.stderr);
+    // Not mistaken for an export the server lost: no second create, and the
+    // STATE still names the operation, for the next run to poll again.
+    assert_eq!(srv.operations_created(), 1, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("unknown to the server"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        events_state(&run.last_state())["export"]["operation_id"].is_string(),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn a_refused_key_names_the_role_and_the_entitlement() {
     let srv = server(bundles(1, 1, Encoding::GzipFile));
     let mut cfg = seg_config(&srv, 1);

@@ -9,7 +9,7 @@ use crate::config::{Config, EventsSource};
 use crate::error::Result;
 use crate::http::Client;
 use crate::pipeline::{Pipeline, Settings};
-use crate::singer::{CopyTarget, SingerWriter};
+use crate::singer::SingerWriter;
 use crate::source::data_export::DataExport;
 use crate::source::rest::Rest;
 use crate::source::segment_export::{ExportType, SegmentExport};
@@ -18,7 +18,7 @@ use crate::stream::{STREAMS, SourceKind};
 
 /// Syncs the selected streams, stopping at the first unrecoverable error.
 /// Needs the multi-threaded runtime (see [`Pipeline::run`]).
-pub(crate) async fn sync<W: Write + CopyTarget>(
+pub(crate) async fn sync<W: Write>(
     config: Config,
     mut state: State,
     selections: Selections,

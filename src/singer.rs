@@ -88,10 +88,7 @@ impl<W: Write> SingerWriter<W> {
     /// Copies already-formed message lines (a spooled bundle or REST stream,
     /// zstd-compressed) to the output. Decompression runs on a thread of its own, so it
     /// overlaps the writes to the target.
-    pub(crate) fn copy_compressed_spool(&mut self, spool: &mut File) -> Result<u64>
-    where
-        W: CopyTarget,
-    {
+    pub(crate) fn copy_compressed_spool(&mut self, spool: &mut File) -> Result<u64> {
         spool.seek(SeekFrom::Start(0)).map_err(unreadable)?;
         self.flush()?;
         let out = self.out.get_mut();
@@ -106,7 +103,8 @@ impl<W: Write> SingerWriter<W> {
             // An early return drops `rx`, which stops the thread.
             for block in rx {
                 let block = block.map_err(unreadable)?;
-                out.put(&block)?;
+                // A write error is the target's.
+                out.write_all(&block).map_err(Error::from_output)?;
                 total += block.len() as u64;
                 let _ = back_tx.try_send(block);
             }
@@ -125,18 +123,6 @@ impl<W: Write> SingerWriter<W> {
         self.out
             .into_inner()
             .map_err(|e| Error::from_output(e.into_error()))
-    }
-}
-
-/// A sink spooled lines can be copied into: write errors are the target's.
-pub(crate) trait CopyTarget {
-    /// Writes one block of lines.
-    fn put(&mut self, block: &[u8]) -> Result<()>;
-}
-
-impl<T: Write> CopyTarget for T {
-    fn put(&mut self, block: &[u8]) -> Result<()> {
-        self.write_all(block).map_err(Error::from_output)
     }
 }
 

@@ -51,7 +51,7 @@ use crate::batch::{BatchConfig, Partial};
 use crate::catalog::{Schema, Selection};
 use crate::error::{Error, Result};
 use crate::http::{Failure, metric_records};
-use crate::singer::{CopyTarget, SingerWriter};
+use crate::singer::SingerWriter;
 use crate::source::Source;
 use crate::state::State;
 use crate::stream::StreamDef;
@@ -128,7 +128,7 @@ impl Settings {
 }
 
 /// One stream's run, from one source.
-pub(crate) struct Pipeline<'r, W: Write + CopyTarget, S: Source> {
+pub(crate) struct Pipeline<'r, W: Write, S: Source> {
     fetcher: Arc<Fetcher<S>>,
     stream: &'static StreamDef,
     state: &'r mut State,
@@ -163,7 +163,7 @@ impl Drop for FetchTask {
     }
 }
 
-impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
+impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
     /// Prepares a run of `stream`, fed by `source`.
     pub(crate) fn new(
         source: S,
@@ -313,7 +313,7 @@ impl<'r, W: Write + CopyTarget, S: Source> Pipeline<'r, W, S> {
     }
 }
 
-impl<W: Write + CopyTarget, S: Source> Pipeline<'_, W, S> {
+impl<W: Write, S: Source> Pipeline<'_, W, S> {
     /// Lets the source ready a unit, and writes the STATE it asks for.
     async fn prepare(&mut self, unit: &S::Unit) -> Result<()> {
         let stream = self.stream;
@@ -341,7 +341,7 @@ impl<S: Source> Fetcher<S> {
 
 /// Sends one verified unit on: its RECORD lines, or its batch file published
 /// and named in a BATCH message. A batch of no records is not sent.
-pub(crate) fn emit<W: Write + CopyTarget>(
+pub(crate) fn emit<W: Write>(
     out: &mut SingerWriter<W>,
     stream: &str,
     spool: Spool,

@@ -25,7 +25,7 @@ use crate::pipeline::spool::{CHUNK, SpoolMeter, SpoolTarget, SpoolWriter, shape_
 use crate::pipeline::{Settings, emit};
 use crate::record::Shaper;
 use crate::redact;
-use crate::singer::{CopyTarget, SingerWriter};
+use crate::singer::SingerWriter;
 use crate::source::url_escape;
 use crate::state::{Bookmark, LastUpdated, State};
 use crate::stream::{LAST_UPDATED, RestKind, StreamDef};
@@ -97,7 +97,7 @@ impl Rest {
     /// Syncs one REST stream: SCHEMA, every page into the spool, then the
     /// records and the STATE after them.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn sync<W: Write + CopyTarget>(
+    pub(crate) async fn sync<W: Write>(
         &self,
         def: &'static StreamDef,
         kind: RestKind,

@@ -89,7 +89,7 @@ fn shape(bencher: Bencher) {
         .counter(BytesCount::new(json.len()))
         .bench_local(|| {
             out.clear();
-            shaper.start_bundle(chrono::Utc::now());
+            shaper.start_unit(chrono::Utc::now());
             for e in &events {
                 shaper.shape(e, &mut out).unwrap();
             }
@@ -107,7 +107,7 @@ fn read_gzip_and_shape(bencher: Bencher) {
         .counter(BytesCount::new(json.len()))
         .bench_local(|| {
             out.clear();
-            shaper.start_bundle(chrono::Utc::now());
+            shaper.start_unit(chrono::Utc::now());
             read_events(body.as_slice(), |e| shaper.shape(e, &mut out)).unwrap();
             out.len()
         });

@@ -14,9 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::batch::BatchConfig;
 use crate::error::{Error, Result};
-use crate::http::is_loopback;
 use crate::redact;
 use crate::time::parse_datetime;
+use crate::urls::is_loopback;
 use settings::{default_number, default_of};
 
 /// The API key. Its `Debug` form is masked so it cannot leak through logs.

@@ -180,6 +180,10 @@ pub struct Shaper {
     last_extra_key: (usize, usize),
     /// Whether this event gave some key more than once.
     duplicate: bool,
+    /// The slot whose value [`Shaper::captured`] gives, if any.
+    capture: Option<usize>,
+    /// That value's JSON text in the record shaped last, if it had one.
+    captured: Option<Vec<u8>>,
 }
 
 /// The part of an event a parse error is in.
@@ -255,13 +259,27 @@ impl Shaper {
             counts: Counts::default(),
             escape_u: memchr::memmem::Finder::new(b"\\u"),
             fixed: Vec::new(),
+            capture: None,
+            captured: None,
         };
-        shaper.start_bundle(Utc::now());
+        shaper.start_unit(Utc::now());
         shaper
     }
 
-    /// Resets per-bundle state; `extracted` becomes the records' `time_extracted`.
-    pub fn start_bundle(&mut self, extracted: DateTime<Utc>) {
+    /// Keeps the JSON text of `field` (a field of the schema) of each record
+    /// shaped, whatever its type or selection, for [`Shaper::captured`].
+    pub fn capture(&mut self, field: &str) {
+        self.capture = self.by_name.find(field).ok();
+    }
+
+    /// The captured field's JSON text in the record shaped last, if it had
+    /// the field.
+    pub fn captured(&self) -> Option<&[u8]> {
+        self.captured.as_deref()
+    }
+
+    /// Resets per-unit state; `extracted` becomes the records' `time_extracted`.
+    pub fn start_unit(&mut self, extracted: DateTime<Utc>) {
         self.repeats.clear();
         self.repeat_order.clear();
         self.events = 0;
@@ -273,31 +291,32 @@ impl Shaper {
         self.suffix.extend_from_slice(b"\"}\n");
     }
 
-    /// Warns about what this bundle's values needed changed, if anything, and
-    /// returns the counts (then zero). Call once the whole bundle has been shaped.
-    pub fn finish_bundle(&mut self) -> Counts {
+    /// Warns about what this unit's values needed changed, if anything, and
+    /// returns the counts (then zero). Call once the whole unit has been
+    /// shaped; `noun` names it ("bundle").
+    pub fn finish_unit(&mut self, noun: &str) -> Counts {
         let c = std::mem::take(&mut self.counts);
         if c.numbers_as_text > 0 {
             tracing::warn!(
-                "{} numbers in this bundle are beyond what targets hold (64-bit integers, finite doubles); each is kept as a string of its exact text",
+                "{} numbers in this {noun} are beyond what targets hold (64-bit integers, finite doubles); each is kept as a string of its exact text",
                 c.numbers_as_text
             );
         }
         if c.surrogates > 0 {
             tracing::warn!(
-                "{} lone UTF-16 surrogate escapes in this bundle cannot be stored as UTF-8; each is replaced by \\ufffd",
+                "{} lone UTF-16 surrogate escapes in this {noun} cannot be stored as UTF-8; each is replaced by \\ufffd",
                 c.surrogates
             );
         }
         if c.duplicates > 0 {
             tracing::warn!(
-                "{} keys in this bundle's events were repeated within the same event; each event keeps the last value",
+                "{} keys in this {noun}'s records were repeated within the same event; each event keeps the last value",
                 c.duplicates
             );
         }
         if c.too_deep > 0 {
             tracing::warn!(
-                "{} values in this bundle nest deeper than {MAX_DEPTH} levels; each is kept as a string of its JSON text",
+                "{} values in this {noun} nest deeper than {MAX_DEPTH} levels; each is kept as a string of its JSON text",
                 c.too_deep
             );
         }
@@ -348,7 +367,7 @@ impl Shaper {
             Err(e) => {
                 out.truncate(start);
                 return Err(ShapeError(format!(
-                    "event {} is not valid UTF-8: {e}",
+                    "record {} is not valid UTF-8: {e}",
                     self.events
                 )));
             }
@@ -421,7 +440,7 @@ impl Shaper {
                     .and_then(|n| memchr::memchr_iter(b'\n', text.as_bytes()).nth(n))
                     .map_or(0, |nl| nl + 1);
                 let byte = (line_start + e.column()).saturating_sub(1);
-                format!(", at byte {byte} of the event (counting from 0 at its opening brace)")
+                format!(", at byte {byte} of the record (counting from 0 at its opening brace)")
             }
         };
         let why = e.to_string();
@@ -429,12 +448,13 @@ impl Shaper {
             .rsplit_once(" at line ")
             .map_or(why.as_str(), |(w, _)| w);
         ShapeError(format!(
-            "event {} of the bundle is not valid JSON{place}{at}: {why}",
+            "record {} is not valid JSON{place}{at}: {why}",
             self.events
         ))
     }
 
     fn reset_event(&mut self) {
+        self.captured = None;
         for slot in &mut self.identity {
             *slot = None;
         }
@@ -534,6 +554,11 @@ impl Shaper {
             self.duplicate = true;
         }
         self.seen_slots[idx / 64] |= bit;
+        if self.capture == Some(idx) {
+            let captured = self.captured.get_or_insert_with(Vec::new);
+            captured.clear();
+            captured.extend_from_slice(value);
+        }
         let slot = &mut self.slots[idx];
         if let Some(id) = slot.identity {
             let from = self.identity_bytes.len();
@@ -885,7 +910,7 @@ mod tests {
         let k1 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
         let k2 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
         assert_ne!(k1, k2);
-        s.start_bundle(Utc::now());
+        s.start_unit(Utc::now());
         let k3 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
         assert_eq!(k1, k3);
     }
@@ -906,7 +931,7 @@ mod tests {
             rec["ExtraFields"],
             serde_json::json!({"evt_b_int": 2, "evt_a_int": 3, "PageName": 5})
         );
-        assert_eq!(s.finish_bundle().duplicates, 3);
+        assert_eq!(s.finish_unit("bundle").duplicates, 3);
         // The key is that of the event with only the last values.
         let once = shape(
             &mut shaper(),
@@ -917,7 +942,7 @@ mod tests {
         // Many distinct extras are not mistaken for repeats.
         let many: Vec<String> = (0..500).map(|i| format!(r#""evt_{i}_int":{i}"#)).collect();
         shape(&mut s, &format!("{{{}}}", many.join(",")));
-        assert_eq!(s.finish_bundle().duplicates, 0);
+        assert_eq!(s.finish_unit("bundle").duplicates, 0);
     }
 
     #[test]
@@ -974,31 +999,34 @@ mod tests {
     }
 
     #[test]
-    fn json_errors_say_which_event_field_and_byte() {
+    fn json_errors_say_which_record_field_and_byte() {
         let mut s = shaper();
         let mut out = Vec::new();
         s.shape(br#"{"UserId":1}"#, &mut out).unwrap();
         let cases: [(&[u8], &[&str]); 6] = [
             (
                 br#"{"UserId":1,"PageName":tru,"x":1}"#,
-                &["event 2 ", "value of field \"PageName\"", "at byte 26 "],
+                &["record 2 ", "value of field \"PageName\"", "at byte 26 "],
             ),
             (
                 b"{\"UserId\":1,\n \"evt_obj\":{\"a\":[1,]}}",
-                &["event 3 ", "value of field \"evt_obj\"", "at byte 32 "],
+                &["record 3 ", "value of field \"evt_obj\"", "at byte 32 "],
             ),
             (
                 br#"{"UserId":1,"bad\x":1}"#,
-                &["event 4 ", "key after field \"UserId\"", "at byte 17 "],
+                &["record 4 ", "key after field \"UserId\"", "at byte 17 "],
             ),
-            (br#"{1:2}"#, &["event 5 ", "in its first key", "at byte 1 "]),
+            (
+                br#"{1:2}"#,
+                &["record 5 ", "in its first key", "at byte 1 "],
+            ),
             (
                 br#"{"a":1} x"#,
-                &["event 6 ", "after its closing brace", "at byte 8 "],
+                &["record 6 ", "after its closing brace", "at byte 8 "],
             ),
             (
                 br#"[1]"#,
-                &["event 7 ", "at byte 0 ", "expected an event object"],
+                &["record 7 ", "at byte 0 ", "expected an event object"],
             ),
         ];
         for (event, words) in cases {

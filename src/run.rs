@@ -1,20 +1,23 @@
 //! One sync run: every selected stream, in [`STREAMS`] order, through the
-//! [`Pipeline`] from the source that feeds it.
+//! [`Pipeline`] from the source that feeds it. Which source that is gets
+//! decided here, and only here.
 
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::catalog::{Schema, Selections};
+use crate::catalog::{Schema, Selection, Selections};
 use crate::config::{Config, EventsSource};
 use crate::error::Result;
 use crate::http::Client;
-use crate::pipeline::{Pipeline, Settings};
+use crate::http::retry::Retry;
+use crate::pipeline::{Options, Pipeline};
 use crate::singer::SingerWriter;
+use crate::source::Source;
 use crate::source::data_export::DataExport;
 use crate::source::rest::Rest;
 use crate::source::segment_export::{ExportType, SegmentExport};
 use crate::state::State;
-use crate::stream::{STREAMS, SourceKind};
+use crate::stream::{Backend, STREAMS, StreamDef};
 
 /// Syncs the selected streams, stopping at the first unrecoverable error.
 /// Needs the multi-threaded runtime (see [`Pipeline::run`]).
@@ -25,11 +28,8 @@ pub(crate) async fn sync<W: Write>(
     out: &mut SingerWriter<W>,
 ) -> Result<()> {
     let client = Arc::new(Client::new(&config)?);
-    let settings = Settings {
-        spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-        progress_interval: config.progress_interval,
-        batch: config.batch.clone().map(|b| (b, crate::batch::run_id())),
-    };
+    let retry = Retry::from_config(&config);
+    let options = Options::from_config(&config);
     let none_selected = STREAMS.iter().all(|def| selections.get(def.name).is_none());
     for def in STREAMS {
         let Some(selection) = selections.get(def.name) else {
@@ -47,30 +47,30 @@ pub(crate) async fn sync<W: Write>(
             }
             continue;
         };
-        let schema = Schema::of(def);
-        let selection = selection.clone();
-        let settings = settings.clone();
-        match (def.source, config.source) {
-            (SourceKind::DataExport, EventsSource::DataExport) => {
-                let source = DataExport::new(&config, Arc::clone(&client));
-                Pipeline::new(source, def, schema, selection, settings, &mut state, out)
-                    .run()
-                    .await?;
+        let stream = Stream {
+            def,
+            selection: selection.clone(),
+            options: options.clone(),
+        };
+        let client = Arc::clone(&client);
+        match def.backend {
+            Backend::Events => match config.source {
+                EventsSource::DataExport => {
+                    let source = DataExport::new(&config, client, retry);
+                    stream.sync(source, &mut state, out).await?;
+                }
+                EventsSource::SegmentExport => {
+                    let source = SegmentExport::new(&config, client, retry, ExportType::Events);
+                    stream.sync(source, &mut state, out).await?;
+                }
+            },
+            Backend::Individuals => {
+                let source = SegmentExport::new(&config, client, retry, ExportType::Individuals);
+                stream.sync(source, &mut state, out).await?;
             }
-            (SourceKind::Rest(kind), _) => {
-                Rest::new(&config, Arc::clone(&client))
-                    .sync(def, kind, &schema, &selection, &settings, &mut state, out)
-                    .await?;
-            }
-            (SourceKind::DataExport | SourceKind::SegmentExport, _) => {
-                let kind = match def.source {
-                    SourceKind::SegmentExport => ExportType::Individuals,
-                    _ => ExportType::Events,
-                };
-                let source = SegmentExport::new(&config, Arc::clone(&client), kind);
-                Pipeline::new(source, def, schema, selection, settings, &mut state, out)
-                    .run()
-                    .await?;
+            Backend::Rest(kind) => {
+                let source = Rest::new(client, retry, def, kind);
+                stream.sync(source, &mut state, out).await?;
             }
         }
     }
@@ -78,4 +78,26 @@ pub(crate) async fn sync<W: Write>(
         out.state(state.to_value())?;
     }
     Ok(())
+}
+
+/// One selected stream, before its source is chosen.
+struct Stream {
+    def: &'static StreamDef,
+    selection: Selection,
+    options: Options,
+}
+
+impl Stream {
+    async fn sync<W: Write, S: Source>(
+        self,
+        source: S,
+        state: &mut State,
+        out: &mut SingerWriter<W>,
+    ) -> Result<()> {
+        let schema = Schema::of(self.def);
+        Pipeline::new(source, schema, self.selection, self.options, state, out)
+            .run()
+            .await
+            .map(drop)
+    }
 }

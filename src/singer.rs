@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::batch;
 use crate::error::{Error, Result};
-use crate::pipeline::spool::Frames;
+use crate::spool::frames::Frames;
 
 const OUT_BUF: usize = 256 * 1024;
 
@@ -161,7 +161,7 @@ fn unspool(spool: &mut File, tx: &SyncSender<io::Result<Vec<u8>>>, back: &Receiv
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::spool::FrameWriter;
+    use crate::spool::frames::FrameWriter;
 
     #[test]
     fn writes_one_message_per_line_and_copies_spools() {

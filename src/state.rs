@@ -11,7 +11,7 @@ use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
-use crate::stream::{LAST_UPDATED, STREAMS, SourceKind, StreamDef};
+use crate::stream::{Backend, LAST_UPDATED, STREAMS, StreamDef};
 
 /// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,19 +231,19 @@ impl Bookmark {
     }
 }
 
-/// Takes `stream`'s bookmark out of a state document. For bundle streams
+/// Takes `stream`'s bookmark out of a state document. For the events stream
 /// the Python tap-fullstory 1.x top-level `{"<stream>": "<date-time>"}` is
 /// read too, and the later of the two wins.
 fn read_bookmark(
     map: &mut Map<String, Value>,
     stream: &StreamDef,
 ) -> std::result::Result<Option<Bookmark>, String> {
-    if let SourceKind::Rest(_) = stream.source {
+    if let Backend::Rest(_) = stream.backend {
         return read_last_updated(map, stream);
     }
     let name = stream.name;
     let legacy = match map.remove(name) {
-        Some(other) if stream.source != SourceKind::DataExport => {
+        Some(other) if stream.backend != Backend::Events => {
             // Not ours to read: pass it through.
             map.insert(name.to_string(), other);
             None

@@ -22,16 +22,16 @@ impl ReplicationMethod {
     }
 }
 
-/// Where a stream's records come from.
+/// What feeds a stream, named for what it is; `run` turns it into a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
-    /// Data Export bundles (`/api/v1/export/list` and `/get`), or Segment
-    /// Export event exports when the `source` setting says so.
-    DataExport,
-    /// A REST resource on `api_url`, read whole each run.
-    Rest(RestKind),
+pub enum Backend {
+    /// The events stream: Data Export bundles, or Segment Export event
+    /// exports, as the `source` setting says.
+    Events,
     /// Segment Export individual exports, whatever `source` says.
-    SegmentExport,
+    Individuals,
+    /// A REST resource on `api_url`.
+    Rest(RestKind),
 }
 
 /// A key the tap derives for each record by hashing some of its fields.
@@ -57,7 +57,7 @@ pub struct StreamDef {
     pub derived_key: Option<DerivedKey>,
     /// The declared object that holds every key the schema does not name.
     pub extra_field: &'static str,
-    pub source: SourceKind,
+    pub backend: Backend,
     pub selected_by_default: bool,
 }
 
@@ -100,7 +100,7 @@ pub const IDENTITY_FIELDS: &[&str] = &[
     "EventMobileSourceFile",
 ];
 
-/// Every event from Data Export bundles.
+/// Every event, from Data Export bundles or Segment Export.
 pub static EVENTS: StreamDef = StreamDef {
     name: "events",
     schema: include_str!("../schemas/events.json"),
@@ -112,7 +112,7 @@ pub static EVENTS: StreamDef = StreamDef {
         identity: IDENTITY_FIELDS,
     }),
     extra_field: EXTRA_FIELD,
-    source: SourceKind::DataExport,
+    backend: Backend::Events,
     selected_by_default: true,
 };
 
@@ -126,7 +126,7 @@ pub static INDIVIDUALS: StreamDef = StreamDef {
     replication_key: None,
     derived_key: None,
     extra_field: EXTRA_FIELD,
-    source: SourceKind::SegmentExport,
+    backend: Backend::Individuals,
     selected_by_default: false,
 };
 

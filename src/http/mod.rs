@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::{Error, one_line};
 use crate::redact;
 pub(crate) use crate::redact::snippet;
+use crate::urls::is_loopback;
 use retry::parse_retry_after;
 
 /// How one attempt failed.
@@ -265,7 +266,7 @@ impl Client {
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
-                metric_timer(endpoint.name, elapsed, None, false);
+                crate::metrics::http_request(endpoint.name, elapsed, None, false);
                 // reqwest repeats the URL in its message; it is already in ours.
                 let e = e.without_url();
                 let why = format!("{method} {shown} failed: {}", chain(&e));
@@ -284,7 +285,7 @@ impl Client {
             }
         };
         let status = resp.status();
-        metric_timer(endpoint.name, elapsed, Some(status), status.is_success());
+        crate::metrics::http_request(endpoint.name, elapsed, Some(status), status.is_success());
         // Where the answer came from, when a redirect led to another origin.
         let elsewhere = parsed
             .as_ref()
@@ -406,46 +407,10 @@ fn check_redirect(next: &Url, visited: usize) -> Result<(), String> {
     }
 }
 
-/// Whether a URL points at this machine (127.0.0.0/8, ::1, localhost).
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 /// An error with its causes, on one line and redacted (reqwest's top
 /// message alone is vague, and may quote URLs).
 pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     redact::redact(&one_line(err))
-}
-
-/// Logs a singer-python style `http_request_duration` timer.
-fn metric_timer(endpoint: &str, elapsed: Duration, status: Option<StatusCode>, ok: bool) {
-    let metric = serde_json::json!({
-        "type": "timer",
-        "metric": "http_request_duration",
-        "value": elapsed.as_secs_f64(),
-        "tags": {
-            "endpoint": endpoint,
-            "http_status_code": status.map(|s| s.as_u16()),
-            "status": if ok { "succeeded" } else { "failed" },
-        }
-    });
-    tracing::info!("METRIC: {metric}");
-}
-
-/// Logs a singer-python style `record_count` counter.
-pub(crate) fn metric_records(stream: &str, count: u64) {
-    let metric = serde_json::json!({
-        "type": "counter",
-        "metric": "record_count",
-        "value": count,
-        "tags": {"endpoint": stream},
-    });
-    tracing::info!("METRIC: {metric}");
 }
 
 #[cfg(test)]
@@ -597,24 +562,5 @@ mod tests {
         );
         assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS).is_ok());
         assert!(check_redirect(&url("https://a.example/"), MAX_REDIRECTS + 1).is_err());
-    }
-
-    #[test]
-    fn loopback_is_recognised() {
-        for yes in [
-            "http://127.0.0.1:1",
-            "http://127.8.9.1",
-            "http://[::1]:2",
-            "http://LocalHost",
-        ] {
-            assert!(is_loopback(&Url::parse(yes).unwrap()), "{yes}");
-        }
-        for no in [
-            "http://10.0.0.1",
-            "https://export.fullstory.com",
-            "http://localhost.example",
-        ] {
-            assert!(!is_loopback(&Url::parse(no).unwrap()), "{no}");
-        }
     }
 }

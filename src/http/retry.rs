@@ -76,6 +76,17 @@ pub(crate) struct Retry {
 const RETRY_AFTER_FLOOR: Duration = Duration::from_secs(60);
 
 impl Retry {
+    /// The policy the settings give, used for every request of a run.
+    pub(crate) fn from_config(config: &crate::config::Config) -> Retry {
+        Retry {
+            backoff: Backoff {
+                base: config.retry_base_delay,
+                max: config.retry_max_delay,
+            },
+            max_retries: config.max_retries,
+        }
+    }
+
     /// The longest `Retry-After` the tap waits out: `retry_max_delay`, or a
     /// minute if that is less. A server asking for more ends the run, since
     /// sleeping for hours inside a scheduled job helps nobody.

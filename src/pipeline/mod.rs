@@ -35,7 +35,9 @@
 //! its fetch, and spool files vanish with their handles.
 
 pub(crate) mod progress;
-pub(crate) mod spool;
+pub(crate) mod shape;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -49,26 +51,29 @@ use tokio::sync::mpsc;
 
 use crate::batch::{BatchConfig, Partial};
 use crate::catalog::{Schema, Selection};
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::{Failure, metric_records};
+use crate::http::Failure;
+use crate::metrics;
+use crate::record::Shaper;
 use crate::singer::SingerWriter;
-use crate::source::Source;
-use crate::state::State;
-use crate::stream::StreamDef;
+use crate::source::{Body, Source};
+use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
+use crate::state::{Bookmark, LastUpdated, State};
 use progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
-use spool::{ChannelReader, Spool, SpoolError, SpoolMeter, SpoolTarget, create_spool, spool_unit};
+use shape::{ChannelReader, SpoolError, Watermark, spool_unit};
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Summary {
     pub(crate) units: u64,
-    pub(crate) events: u64,
+    pub(crate) records: u64,
     pub(crate) json_bytes: u64,
 }
 
-/// Settings the loop itself needs.
+/// What the loop itself needs of the settings.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub(crate) struct Options {
     /// Where spool files go.
     pub(crate) spool_dir: PathBuf,
     /// How often a long download logs its progress.
@@ -77,7 +82,16 @@ pub(crate) struct Settings {
     pub(crate) batch: Option<(BatchConfig, String)>,
 }
 
-impl Settings {
+impl Options {
+    /// The options the settings give, with a new run id for batch files.
+    pub(crate) fn from_config(config: &Config) -> Options {
+        Options {
+            spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+            progress_interval: config.progress_interval,
+            batch: config.batch.clone().map(|b| (b, crate::batch::run_id())),
+        }
+    }
+
     /// A new, empty spool for one unit of `stream`: an anonymous RECORD
     /// spool or, with `batch_config`, the unit's batch file (see
     /// [`Partial::create`] for `unit_id`).
@@ -130,7 +144,6 @@ impl Settings {
 /// One stream's run, from one source.
 pub(crate) struct Pipeline<'r, W: Write, S: Source> {
     fetcher: Arc<Fetcher<S>>,
-    stream: &'static StreamDef,
     state: &'r mut State,
     out: &'r mut SingerWriter<W>,
 }
@@ -140,7 +153,7 @@ struct Fetcher<S> {
     source: S,
     schema: Arc<Schema>,
     selection: Arc<Selection>,
-    settings: Settings,
+    options: Options,
     meter: Arc<SpoolMeter>,
 }
 
@@ -148,10 +161,12 @@ struct Fetcher<S> {
 /// unit the operator chose to skip).
 struct Spooled {
     spool: Option<Spool>,
-    events: u64,
+    records: u64,
     json_bytes: u64,
     wire_bytes: u64,
     took: Duration,
+    /// The newest watermark value among its records.
+    newest: Option<LastUpdated>,
 }
 
 /// A fetch running as its own task, stopped if the run gives up on it.
@@ -164,13 +179,12 @@ impl Drop for FetchTask {
 }
 
 impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
-    /// Prepares a run of `stream`, fed by `source`.
+    /// Prepares a run of `schema`'s stream, fed by `source`.
     pub(crate) fn new(
         source: S,
-        stream: &'static StreamDef,
         schema: Schema,
         selection: Selection,
-        settings: Settings,
+        options: Options,
         state: &'r mut State,
         out: &'r mut SingerWriter<W>,
     ) -> Self {
@@ -178,12 +192,11 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
             source,
             schema: Arc::new(schema),
             selection: Arc::new(selection),
-            settings,
+            options,
             meter: Arc::new(SpoolMeter::default()),
         });
         Pipeline {
             fetcher,
-            stream,
             state,
             out,
         }
@@ -196,7 +209,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
     pub(crate) async fn run(mut self) -> Result<Summary> {
         let mut summary = Summary::default();
         let fetcher = Arc::clone(&self.fetcher);
-        let stream = self.stream;
+        let stream = fetcher.schema.stream;
         let noun = S::UNIT;
         let schema = fetcher.schema.restricted(&fetcher.selection);
         let bookmarks: Vec<&str> = stream.replication_key.into_iter().collect();
@@ -222,7 +235,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                         stop(ahead).await;
                         return Err(e);
                     }
-                    ahead.push_back(fetcher.spawn(next, i, total));
+                    ahead.push_back(fetcher.spawn(next, i, total, self.floor()));
                 }
                 let Some(mut task) = ahead.pop_front() else {
                     break None;
@@ -240,7 +253,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                         renewals += 1;
                         tracing::warn!("{e}; starting {noun} {id} over");
                         let again = match self.prepare(unit).await {
-                            Ok(()) => fetcher.spawn(unit, n, total),
+                            Ok(()) => fetcher.spawn(unit, n, total, self.floor()),
                             Err(e) => {
                                 stop(ahead).await;
                                 return Err(e);
@@ -258,51 +271,45 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                 break;
             };
             let skipped = spooled.spool.is_none();
-            let committed = fetcher.source.bookmark_after(unit).and_then(|bookmark| {
-                // Records (or the BATCH naming them), then the STATE that
-                // covers them, in one uninterrupted step. block_in_place
-                // needs the multi-threaded runtime.
-                tokio::task::block_in_place(|| -> Result<()> {
-                    if let Some(spool) = spooled.spool.take() {
-                        emit(self.out, stream.name, spool, spooled.events)?;
-                    }
-                    self.state.advance(stream, bookmark);
-                    self.out.state(self.state.to_value())
-                })
-            });
-            if let Err(e) = committed {
+            if let Err(e) = self.commit(unit, &mut spooled) {
                 stop(ahead).await;
                 return Err(e);
             }
             if skipped {
                 tracing::warn!(
-                    "{noun} {id} ({}) SKIPPED as {} says: none of its events were synced; the STATE now moves past it",
+                    "{noun} {id} ({}) SKIPPED as {} says: none of its {} were synced; the STATE now moves past it",
                     fetcher.source.window(unit),
                     fetcher.source.skip_setting().unwrap_or("the config"),
+                    fetcher.source.records(),
                 );
                 continue;
             }
             summary.units += 1;
-            summary.events += spooled.events;
+            summary.records += spooled.records;
             summary.json_bytes += spooled.json_bytes;
-            metric_records(stream.name, spooled.events);
+            metrics::record_count(stream.name, spooled.records);
             let done = UnitDone {
                 noun,
                 id,
                 window: fetcher.source.window(unit),
-                events: spooled.events,
+                records: spooled.records,
+                records_noun: fetcher.source.records(),
                 wire_bytes: spooled.wire_bytes,
                 json_bytes: spooled.json_bytes,
                 took: spooled.took,
             };
             log_progress(n + 1, total, &done, run_started);
         }
-        self.out.state(self.state.to_value())?;
+        if S::CLOSING_STATE {
+            self.out.state(self.state.to_value())?;
+        }
         let spool_peak = fetcher.meter.peak();
         tracing::info!(
-            "sync complete: {} {noun}s, {} events, {} of JSON ({} bytes) in {:.1}s; peak RSS {}, peak spool {} ({spool_peak} bytes)",
+            "{}: sync complete: {} {noun}s, {} {}, {} of JSON ({} bytes) in {:.1}s; peak RSS {}, peak spool {} ({spool_peak} bytes)",
+            stream.name,
             summary.units,
-            summary.events,
+            summary.records,
+            fetcher.source.records(),
             human_bytes(summary.json_bytes),
             summary.json_bytes,
             run_started.elapsed().as_secs_f64(),
@@ -316,7 +323,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
 impl<W: Write, S: Source> Pipeline<'_, W, S> {
     /// Lets the source ready a unit, and writes the STATE it asks for.
     async fn prepare(&mut self, unit: &S::Unit) -> Result<()> {
-        let stream = self.stream;
+        let stream = self.fetcher.schema.stream;
         let bookmark = self.state.bookmark(stream);
         if let Some(bookmark) = self.fetcher.source.prepare(unit, bookmark).await? {
             self.state.advance(stream, bookmark);
@@ -324,32 +331,72 @@ impl<W: Write, S: Source> Pipeline<'_, W, S> {
         }
         Ok(())
     }
+
+    /// The bookmark a watermarked stream's records are measured against.
+    fn floor(&self) -> Option<LastUpdated> {
+        self.fetcher.source.watermark()?;
+        self.state
+            .bookmark(self.fetcher.schema.stream)
+            .and_then(Bookmark::last_updated)
+            .cloned()
+    }
+
+    /// The one place a unit goes out: its records (or the BATCH message
+    /// naming their file), then the STATE that covers them, in one
+    /// uninterrupted step. `block_in_place` needs the multi-threaded runtime.
+    fn commit(&mut self, unit: &S::Unit, spooled: &mut Spooled) -> Result<()> {
+        let stream = self.fetcher.schema.stream;
+        let bookmark = self
+            .fetcher
+            .source
+            .bookmark_after(unit, spooled.newest.take())?;
+        tokio::task::block_in_place(|| {
+            if let Some(spool) = spooled.spool.take() {
+                emit(self.out, stream.name, spool, spooled.records)?;
+            }
+            if let Some(bookmark) = bookmark {
+                self.state.advance(stream, bookmark);
+            }
+            self.out.state(self.state.to_value())
+        })
+    }
 }
 
 impl<S: Source> Fetcher<S> {
-    /// Starts fetching unit `i` of `total` in a task of its own.
-    fn spawn(self: &Arc<Self>, unit: &S::Unit, i: usize, total: usize) -> FetchTask {
+    /// Starts fetching unit `i` of `total` in a task of its own; a
+    /// watermarked stream leaves out records at or before `floor`.
+    fn spawn(
+        self: &Arc<Self>,
+        unit: &S::Unit,
+        i: usize,
+        total: usize,
+        floor: Option<LastUpdated>,
+    ) -> FetchTask {
         let label = format!(
             "{} {}/{total} (id {})",
             S::UNIT,
             i + 1,
             self.source.id(unit)
         );
-        FetchTask(tokio::spawn(Arc::clone(self).fetch(unit.clone(), label)))
+        FetchTask(tokio::spawn(Arc::clone(self).fetch(
+            unit.clone(),
+            label,
+            floor,
+        )))
     }
 }
 
 /// Sends one verified unit on: its RECORD lines, or its batch file published
 /// and named in a BATCH message. A batch of no records is not sent.
-pub(crate) fn emit<W: Write>(
+fn emit<W: Write>(
     out: &mut SingerWriter<W>,
     stream: &str,
     spool: Spool,
-    events: u64,
+    records: u64,
 ) -> Result<()> {
     match spool.target {
         SpoolTarget::Records(mut file) => out.copy_compressed_spool(&mut file).map(drop),
-        SpoolTarget::Batch(_) if events == 0 => Ok(()),
+        SpoolTarget::Batch(_) if records == 0 => Ok(()),
         SpoolTarget::Batch(partial) => {
             let url = partial.publish()?;
             out.batch(stream, &[url])
@@ -388,17 +435,31 @@ struct BodyPrint {
     hash: u128,
 }
 
+/// How a body's download ended, when it did not end well.
+enum Broke {
+    /// Cut off: worth fetching the unit again.
+    Off(String),
+    /// Fetching it again cannot help.
+    Fatal(Failure),
+}
+
 impl<S: Source> Fetcher<S> {
     /// Fetches and spools one unit, retrying from scratch on any fault, but
     /// not once the same bytes have failed the same way twice.
-    async fn fetch(self: Arc<Self>, unit: S::Unit, label: String) -> Result<Spooled> {
+    async fn fetch(
+        self: Arc<Self>,
+        unit: S::Unit,
+        label: String,
+        floor: Option<LastUpdated>,
+    ) -> Result<Spooled> {
         if self.source.skipped(&unit) {
             return Ok(Spooled {
                 spool: None,
-                events: 0,
+                records: 0,
                 json_bytes: 0,
                 wire_bytes: 0,
                 took: Duration::ZERO,
+                newest: None,
             });
         }
         let started = Instant::now();
@@ -406,7 +467,7 @@ impl<S: Source> Fetcher<S> {
         self.source
             .retry()
             .run(&label, self.source.pace(), || async {
-                match self.fetch_once(&unit, &label).await {
+                match self.fetch_once(&unit, &label, floor.clone()).await {
                     Ok(spooled) => Ok(spooled),
                     Err(Attempt::Failed(failure)) => Err(failure),
                     Err(Attempt::Malformed { why, body }) => {
@@ -437,7 +498,8 @@ impl<S: Source> Fetcher<S> {
         let id = self.source.id(unit);
         let way_out = match self.source.skip_setting() {
             Some(setting) => format!(
-                "; to move on without its events, add \"{id}\" to {setting} ({}{} takes a comma-separated list) and re-run",
+                "; to move on without its {}, add \"{id}\" to {setting} ({}{} takes a comma-separated list) and re-run",
+                self.source.records(),
                 crate::config::ENV_PREFIX,
                 setting.to_uppercase()
             ),
@@ -453,18 +515,25 @@ impl<S: Source> Fetcher<S> {
         &self,
         unit: &S::Unit,
         label: &str,
+        floor: Option<LastUpdated>,
     ) -> std::result::Result<Spooled, Attempt> {
         let mut body = self.source.open(unit).await?;
         let declared = body.declared_len();
         let target = self
-            .settings
-            .spool_target(self.schema.stream.name, Some(self.source.id(unit)))
+            .options
+            .spool_target(self.schema.stream.name, self.source.file_id(unit))
             .map_err(Failure::Fatal)?;
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let format = self.source.format(unit);
-        let extracted = Utc::now();
-        let schema = Arc::clone(&self.schema);
-        let selection = Arc::clone(&self.selection);
+        let mut shaper = Shaper::new(&self.schema, &self.selection);
+        shaper.start_unit(Utc::now());
+        let watermark = self
+            .source
+            .watermark()
+            .map(|field| Watermark::new(field, floor));
+        if let Some(mark) = &watermark {
+            shaper.capture(mark.field());
+        }
         let meter = Arc::clone(&self.meter);
         let mut worker = tokio::task::spawn_blocking(move || {
             spool_unit(
@@ -472,9 +541,9 @@ impl<S: Source> Fetcher<S> {
                 format,
                 target,
                 meter,
-                &schema,
-                &selection,
-                extracted,
+                shaper,
+                watermark,
+                S::UNIT,
             )
         });
         let reader_failed = |e: tokio::task::JoinError| {
@@ -489,9 +558,9 @@ impl<S: Source> Fetcher<S> {
         let mut print = xxhash_rust::xxh3::Xxh3::new();
         let mut processed = None;
         let download_started = Instant::now();
-        let every = self.settings.progress_interval;
+        let every = self.options.progress_interval;
         let mut next_report = download_started + every;
-        let download: std::result::Result<(), String> = loop {
+        let download: std::result::Result<(), Broke> = loop {
             match body.chunk().await {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
@@ -514,19 +583,20 @@ impl<S: Source> Fetcher<S> {
                 }
                 Ok(None) => match declared {
                     Some(n) if n != received => {
-                        break Err(format!(
+                        break Err(Broke::Off(format!(
                             "the body had {received} bytes but Content-Length said {n}"
-                        ));
+                        )));
                     }
                     _ => break Ok(()),
                 },
-                Err(why) => break Err(why),
+                Err(Failure::Retry { why, .. }) => break Err(Broke::Off(why)),
+                Err(other) => break Err(Broke::Fatal(other)),
             }
         };
-        if let Err(why) = &download
-            && processed.is_none()
-        {
-            let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+        if download.is_err() && processed.is_none() {
+            let _ = tx
+                .send(Err(io::Error::other("the download broke off")))
+                .await;
         }
         drop(tx);
         let processed = match processed {
@@ -535,7 +605,8 @@ impl<S: Source> Fetcher<S> {
         };
 
         match (download, processed) {
-            (Err(why), _) => Err(Attempt::Failed(Failure::Retry {
+            (Err(Broke::Fatal(failure)), _) => Err(Attempt::Failed(failure)),
+            (Err(Broke::Off(why)), _) => Err(Attempt::Failed(Failure::Retry {
                 why: format!("download broke off after {received} bytes: {why}"),
                 retry_after: None,
             })),
@@ -547,14 +618,15 @@ impl<S: Source> Fetcher<S> {
                 },
             }),
             (Ok(()), Err(SpoolError::Write(e))) => Err(Attempt::Failed(Failure::Fatal(
-                self.settings.write_failed(e),
+                self.options.write_failed(e),
             ))),
-            (Ok(()), Ok((spool, stats))) => Ok(Spooled {
+            (Ok(()), Ok((spool, tally))) => Ok(Spooled {
                 spool: Some(spool),
-                events: stats.events,
-                json_bytes: stats.json_bytes,
+                records: tally.records,
+                json_bytes: tally.json_bytes,
                 wire_bytes: received,
                 took: Duration::ZERO,
+                newest: tally.newest,
             }),
         }
     }

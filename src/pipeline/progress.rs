@@ -30,7 +30,9 @@ pub(crate) struct UnitDone<'a> {
     pub(crate) noun: &'static str,
     pub(crate) id: &'a str,
     pub(crate) window: String,
-    pub(crate) events: u64,
+    pub(crate) records: u64,
+    /// What the records are called ("events").
+    pub(crate) records_noun: &'static str,
     pub(crate) wire_bytes: u64,
     pub(crate) json_bytes: u64,
     pub(crate) took: Duration,
@@ -50,15 +52,16 @@ pub(crate) fn log_progress(done: usize, total: usize, unit: &UnitDone<'_>, run_s
         String::new()
     };
     tracing::info!(
-        "{} {done}/{total} id {} ({}): {} events, {} downloaded, {} JSON, {:.1} MB/s, {:.0} events/s; {left} left{eta}",
+        "{} {done}/{total} id {} ({}): {} {noun}, {} downloaded, {} JSON, {:.1} MB/s, {:.0} {noun}/s; {left} left{eta}",
         unit.noun,
         unit.id,
         unit.window,
-        unit.events,
+        unit.records,
         human_bytes(unit.wire_bytes),
         human_bytes(unit.json_bytes),
         unit.json_bytes as f64 / secs / 1e6,
-        unit.events as f64 / secs,
+        unit.records as f64 / secs,
+        noun = unit.records_noun,
     );
 }
 

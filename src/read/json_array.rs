@@ -90,7 +90,7 @@ impl Split for Splitter {
                 }
                 (Place::ArrayStart | Place::AfterComma, _) => {
                     return Err(ReadError::Format(format!(
-                        "event {} is not a JSON object (starts with {:?} at byte {at} of the JSON)",
+                        "record {} is not a JSON object (starts with {:?} at byte {at} of the JSON)",
                         self.stats.events + 1,
                         char::from(c)
                     )));
@@ -116,9 +116,7 @@ impl Split for Splitter {
     ) -> Result<ReadStats, ReadError<E>> {
         match self.place {
             Place::Done => Ok(self.stats),
-            Place::BeforeArray if self.stats.json_bytes == 0 => {
-                Err(ReadError::Format("the body is empty".to_string()))
-            }
+            Place::BeforeArray if self.stats.json_bytes == 0 => Err(ReadError::Empty),
             _ => Err(ReadError::Format(format!(
                 "the JSON array ends early, after {} complete events (truncated body)",
                 self.stats.events
@@ -172,7 +170,7 @@ impl Splitter {
         let stop = end.unwrap_or(buf.len()).min(buf.len());
         if self.event.len() + (stop - start) > MAX_EVENT_BYTES {
             return Err(ReadError::Format(format!(
-                "event {} is larger than {} MiB; the body is corrupt",
+                "record {} is larger than {} MiB; the body is corrupt",
                 self.stats.events + 1,
                 MAX_EVENT_BYTES >> 20
             )));
@@ -224,12 +222,12 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert_eq!(err, "bad value (event 2 starts at byte 6 of the JSON)");
+        assert_eq!(err, "bad value (record 2 starts at byte 6 of the JSON)");
         let err = collect(b"[{} {}]", 2).unwrap_err();
         assert!(err.contains("found '{' at byte 4 of the JSON"), "{err}");
         let err = collect(b"\xEF\xBB\xBF[{},1]", 2).unwrap_err();
         assert!(
-            err.contains("event 2") && err.contains("at byte 7 of the JSON"),
+            err.contains("record 2") && err.contains("at byte 7 of the JSON"),
             "{err}"
         );
     }

@@ -43,6 +43,8 @@ pub struct ReadStats {
 /// Why a bundle could not be read.
 #[derive(Debug)]
 pub enum ReadError<E> {
+    /// The body has nothing in it once decompressed.
+    Empty,
     /// The body is not complete, well-formed input of its format.
     Format(String),
     /// Reading or decompressing failed (truncated gzip, bad CRC, transport error).
@@ -55,13 +57,17 @@ pub enum ReadError<E> {
 impl<E: std::fmt::Display> std::fmt::Display for ReadError<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ReadError::Empty => f.write_str("the body is empty"),
             ReadError::Format(why) => f.write_str(why),
             ReadError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 write!(f, "the body ended early ({e})")
             }
             ReadError::Io(e) => write!(f, "{e}"),
             ReadError::Sink { event, at, error } => {
-                write!(f, "{error} (event {event} starts at byte {at} of the JSON)")
+                write!(
+                    f,
+                    "{error} (record {event} starts at byte {at} of the JSON)"
+                )
             }
         }
     }

@@ -60,7 +60,7 @@ impl Split for Splitter {
         on_event: &mut impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<ReadStats, ReadError<E>> {
         if self.stats.json_bytes == 0 {
-            return Err(ReadError::Format("the body is empty".to_string()));
+            return Err(ReadError::Empty);
         }
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
@@ -293,7 +293,7 @@ mod tests {
             );
             let text = result.unwrap_err().to_string();
             assert_eq!(
-                text, "no (event 2 starts at byte 10 of the JSON)",
+                text, "no (record 2 starts at byte 10 of the JSON)",
                 "chunk {chunk}"
             );
         }

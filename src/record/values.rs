@@ -304,7 +304,7 @@ mod tests {
             serde_json::json!({"n": ["\u{fffd}\u{10000}"]})
         );
         assert_eq!(extra["evt_end"], "\u{fffd}");
-        assert_eq!(s.finish_bundle().surrogates, 6);
+        assert_eq!(s.finish_unit("bundle").surrogates, 6);
         // Nothing to replace: nothing written.
         let mut out = Vec::new();
         let ok = br#"{"a":"\ud83d\ude00 \u00e9 \\u","b":"\\"}"#;
@@ -329,7 +329,7 @@ mod tests {
         let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         let (line, _) = shape(&mut s, &format!(r#"{{"evt_ok":{ok},"UserId":1}}"#));
         assert!(line.contains(&format!(r#"{{"evt_ok":{ok}}}"#)));
-        assert_eq!(s.finish_bundle().too_deep, 0);
+        assert_eq!(s.finish_unit("bundle").too_deep, 0);
         // Past it (even far past it) the whole value becomes a string of its
         // text, which a parser with serde_json's default limit of 128 reads.
         for levels in [MAX_DEPTH + 1, 10_000] {
@@ -344,7 +344,7 @@ mod tests {
             assert_eq!(extra["evt_deep"].as_str(), Some(deep.as_str()));
             assert_eq!(extra["UserId"].as_str(), Some(format!("[{deep}]").as_str()));
         }
-        assert_eq!(s.finish_bundle().too_deep, 4);
+        assert_eq!(s.finish_unit("bundle").too_deep, 4);
         // Brackets inside strings do not count.
         let text = format!(r#"["{}"]"#, "[".repeat(1000));
         assert_eq!(scan_nested(text.as_bytes()), Nested::Fine);
@@ -373,7 +373,7 @@ mod tests {
         assert!(line.contains(
             r#""evt_obj":{"a":[1,"18446744073709551616","99999999999999999999",2.5e-400,{"b":"1e400"}],"c":0.1}"#
         ));
-        assert_eq!(s.finish_bundle().numbers_as_text, 7);
+        assert_eq!(s.finish_unit("bundle").numbers_as_text, 7);
         for (text, fits) in [
             ("0", true),
             ("-0", true),

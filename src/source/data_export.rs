@@ -10,14 +10,16 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Body, Format, Source, url_escape};
+use super::{HttpBody, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::pace::Pace;
-use crate::http::retry::{Backoff, Retry};
+use crate::http::retry::Retry;
 use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
-use crate::state::{Bookmark, BundleBookmark};
+use crate::read::Format;
+use crate::state::{Bookmark, BundleBookmark, LastUpdated};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, from_unix};
+use crate::urls::url_escape;
 
 /// Bundles per list page; a shorter page is the last.
 pub(crate) const LIST_PAGE_SIZE: usize = 20;
@@ -58,18 +60,12 @@ pub(crate) struct DataExport {
 }
 
 impl DataExport {
-    pub(crate) fn new(config: &Config, client: Arc<Client>) -> DataExport {
+    pub(crate) fn new(config: &Config, client: Arc<Client>, retry: Retry) -> DataExport {
         DataExport {
             client,
             start_date: config.start_date,
             end_date: config.end_date,
-            retry: Retry {
-                backoff: Backoff {
-                    base: config.retry_base_delay,
-                    max: config.retry_max_delay,
-                },
-                max_retries: config.max_retries,
-            },
+            retry,
             downloads: Pace::new(
                 "downloads",
                 config.downloads_per_window,
@@ -112,6 +108,7 @@ impl DataExport {
 
 impl Source for DataExport {
     type Unit = BundleInfo;
+    type Body = HttpBody;
 
     const UNIT: &'static str = "bundle";
 
@@ -209,18 +206,18 @@ impl Source for DataExport {
     }
 
     /// Starts downloading a bundle, waiting for the rate limit first.
-    async fn open(&self, bundle: &BundleInfo) -> Result<Body, Failure> {
+    async fn open(&self, bundle: &BundleInfo) -> Result<HttpBody, Failure> {
         self.downloads.wait().await;
         let url = format!(
             "{}/api/v1/export/get?id={}",
             self.client.base_url(),
             url_escape(&bundle.id)
         );
-        self.client.get(&url, GET).await.map(Body::new)
+        self.client.get(&url, GET).await.map(HttpBody::new)
     }
 
     fn format(&self, _: &BundleInfo) -> Format {
-        Format::GzipJsonArray
+        Format::JsonArray
     }
 
     fn id<'u>(&self, bundle: &'u BundleInfo) -> &'u str {
@@ -234,17 +231,21 @@ impl Source for DataExport {
         }
     }
 
-    fn bookmark_after(&self, bundle: &BundleInfo) -> Result<Bookmark> {
+    fn bookmark_after(
+        &self,
+        bundle: &BundleInfo,
+        _: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>> {
         let stop = from_unix(bundle.stop).ok_or_else(|| {
             Error::Api(format!(
                 "bundle {} has an impossible Stop {}",
                 bundle.id, bundle.stop
             ))
         })?;
-        Ok(Bookmark::Bundle(BundleBookmark {
+        Ok(Some(Bookmark::Bundle(BundleBookmark {
             stop,
             bundle_id: Some(bundle.id.clone()),
-        }))
+        })))
     }
 
     fn retry(&self) -> &Retry {
@@ -614,11 +615,5 @@ mod tests {
         );
         assert!(parse(r#"{"exports": [{"Id": 1, "Start": "x", "Stop": 2}]}"#).is_err());
         assert!(parse(r#"{"exports": [{"Id": 1, "Start": 1.5, "Stop": 2}]}"#).is_err());
-    }
-
-    #[test]
-    fn ids_are_escaped_in_urls() {
-        assert_eq!(url_escape("156314880048"), "156314880048");
-        assert_eq!(url_escape("a b&c"), "a%20b%26c");
     }
 }

@@ -1,11 +1,12 @@
-//! Where a source meets the pipeline: the [`Source`] trait, and which source
-//! feeds each stream.
+//! Where a source meets the pipeline: the [`Source`] trait every stream's
+//! backend implements, and the [`Body`] of one unit as it arrives.
 //!
 //! A source cuts a stream into units of work (Data Export bundles, Segment
-//! Export windows), lists the ones after a bookmark, opens each as a byte
-//! stream, and says what the stream's bookmark becomes once a unit is
-//! committed. The pipeline does the rest: fetching ahead, spooling,
-//! verifying, writing, STATE.
+//! Export windows, a REST resource read page by page), lists the ones after
+//! a bookmark, opens each as a stream of bytes, and says what the stream's
+//! bookmark becomes once a unit is committed. The pipeline does the rest, the
+//! same way for every stream: fetching ahead, spooling, verifying, writing
+//! the records and then the STATE that covers them.
 
 pub(crate) mod data_export;
 pub(crate) mod rest;
@@ -18,45 +19,43 @@ use crate::error::Result;
 use crate::http::pace::Pace;
 use crate::http::retry::Retry;
 use crate::http::{Failure, chain};
-use crate::state::Bookmark;
+use crate::read::Format;
+use crate::state::{Bookmark, LastUpdated};
 
-/// What a value keeps unescaped in a URL: RFC 3986 unreserved characters.
-const URL_KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
-/// Percent-escapes an id or token for a URL path segment or query value.
-pub(crate) fn url_escape(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, URL_KEEP).to_string()
-}
-
-/// How a unit's bytes are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Format {
-    /// A JSON array of objects, gzipped or not (sniffed from the bytes).
-    GzipJsonArray,
-    /// One JSON object a line, gzipped or not (sniffed from the bytes).
-    GzipNdjson,
-}
-
-/// A unit's body as it arrives.
-pub(crate) struct Body(Response);
-
-impl Body {
-    pub(crate) fn new(resp: Response) -> Body {
-        Body(resp)
+/// One unit's bytes as they arrive: an HTTP body, pages of a REST resource
+/// joined into one JSON array, or (in tests) bytes from memory.
+pub(crate) trait Body: Send + 'static {
+    /// The size the server announced, if it did: a body that ends at another
+    /// size is incomplete.
+    fn declared_len(&self) -> Option<u64> {
+        None
     }
 
-    /// The size the server announced, if it did.
-    pub(crate) fn declared_len(&self) -> Option<u64> {
+    /// The next piece of the body, or `None` at its end. A
+    /// [`Failure::Retry`] breaks the unit off, to be fetched again from the
+    /// start; a [`Failure::Fatal`] ends the run.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Failure>> + Send;
+}
+
+/// A download, as reqwest delivers it.
+pub(crate) struct HttpBody(Response);
+
+impl HttpBody {
+    pub(crate) fn new(resp: Response) -> HttpBody {
+        HttpBody(resp)
+    }
+}
+
+impl Body for HttpBody {
+    fn declared_len(&self) -> Option<u64> {
         self.0.content_length()
     }
 
-    /// The next piece of the body, or `None` at its end.
-    pub(crate) async fn chunk(&mut self) -> std::result::Result<Option<Bytes>, String> {
-        self.0.chunk().await.map_err(|e| chain(&e.without_url()))
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        self.0
+            .chunk()
+            .await
+            .map_err(|e| Failure::retry(chain(&e.without_url())))
     }
 }
 
@@ -66,13 +65,28 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// One unit of work: fetched, verified and committed as a whole.
     type Unit: Clone + Send + Sync + 'static;
 
+    /// What [`Source::open`] gives.
+    type Body: Body;
+
     /// What a unit is called in logs ("bundle").
     const UNIT: &'static str;
 
     /// Units fetched ahead of the one being written. A source whose
-    /// [`Source::prepare`] returns bookmarks must fetch none ahead, so the
-    /// STATE it asks for is about the unit being written.
+    /// [`Source::prepare`] returns bookmarks, or that has a
+    /// [`Source::watermark`], must fetch none ahead, so the STATE it asks
+    /// for, and the bookmark records are measured against, are those of the
+    /// unit being written.
     const LOOKAHEAD: usize = 1;
+
+    /// Whether one more STATE closes the stream after its last unit's. The
+    /// export streams have always ended so; a REST stream ends with its
+    /// unit's STATE.
+    const CLOSING_STATE: bool = true;
+
+    /// What the stream's records are called in logs ("events").
+    fn records(&self) -> &'static str {
+        "events"
+    }
 
     /// The units to sync after `bookmark`, oldest first. Taken once at the
     /// start of a run.
@@ -100,19 +114,38 @@ pub(crate) trait Source: Send + Sync + 'static {
     }
 
     /// Opens one unit as a byte stream; one attempt, see [`Failure`].
-    fn open(&self, unit: &Self::Unit) -> impl Future<Output = Result<Body, Failure>> + Send;
+    fn open(&self, unit: &Self::Unit) -> impl Future<Output = Result<Self::Body, Failure>> + Send;
 
-    /// How the unit's bytes are encoded.
+    /// How the unit's bytes are laid out (gzip is recognised by its bytes).
     fn format(&self, unit: &Self::Unit) -> Format;
 
     /// The unit's id, for logs and errors.
     fn id<'u>(&self, unit: &'u Self::Unit) -> &'u str;
 
+    /// What the unit's batch file is named after, besides its stream; `None`
+    /// when the stream is the unit.
+    fn file_id<'u>(&self, unit: &'u Self::Unit) -> Option<&'u str> {
+        Some(self.id(unit))
+    }
+
     /// The span of time the unit covers, for logs.
     fn window(&self, unit: &Self::Unit) -> String;
 
-    /// The stream's bookmark once `unit` and everything before it is written.
-    fn bookmark_after(&self, unit: &Self::Unit) -> Result<Bookmark>;
+    /// The record field whose newest value becomes the bookmark, if the
+    /// stream is bookmarked by its records rather than by its units: records
+    /// whose value is at or before the bookmark's are not written again.
+    fn watermark(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The stream's bookmark once `unit` and everything before it is
+    /// written; `newest` is the newest [`Source::watermark`] value among its
+    /// records. `None` leaves the bookmark as it is.
+    fn bookmark_after(
+        &self,
+        unit: &Self::Unit,
+        newest: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>>;
 
     /// How to retry opening and reading a unit.
     fn retry(&self) -> &Retry;
@@ -129,5 +162,7 @@ pub(crate) trait Source: Send + Sync + 'static {
     }
 
     /// The pace that a server's `Retry-After` holds, if any.
-    fn pace(&self) -> Option<&Pace>;
+    fn pace(&self) -> Option<&Pace> {
+        None
+    }
 }

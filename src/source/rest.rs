@@ -1,35 +1,28 @@
 //! The REST source: users, segments and the recording settings (with their
-//! history) read page by page from `api_url`. A stream's pages are all
-//! fetched and shaped into a private, compressed spool file (or, with
-//! `batch_config`, its batch file) first; only then are its records written
-//! (or the batch file published and named in a BATCH message), followed by
-//! the STATE that covers them.
+//! history) read page by page from `api_url`. A stream is one unit: its
+//! pages, joined into one JSON array as they arrive, are the unit's body, so
+//! its records go through the pipeline like a bundle's, and are written
+//! (with the STATE that covers them) only once every page has been read.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::catalog::{Schema, Selection};
-use crate::config::Config;
+use super::{Body, Source};
 use crate::error::{Error, Result};
-use crate::http::retry::{Backoff, Retry};
-use crate::http::{Client, Endpoint, Failure, NotFound, chain, metric_records, snippet};
-use crate::pipeline::spool::{CHUNK, SpoolMeter, SpoolTarget, SpoolWriter, shape_onto};
-use crate::pipeline::{Settings, emit};
-use crate::record::Shaper;
+use crate::http::retry::Retry;
+use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
+use crate::read::Format;
 use crate::redact;
-use crate::singer::SingerWriter;
-use crate::source::url_escape;
-use crate::state::{Bookmark, LastUpdated, State};
+use crate::state::{Bookmark, LastUpdated};
 use crate::stream::{LAST_UPDATED, RestKind, StreamDef};
-use crate::time::parse_datetime;
+use crate::urls::url_escape;
 
 /// Versions or segments asked for per page (FullStory's maximum).
 const PAGE_LIMIT: u32 = 100;
@@ -54,316 +47,6 @@ const V1: Paging = Paging {
     next: &["nextPaginationToken", "next_pagination_token"],
 };
 
-/// Reads the REST streams of one account.
-pub(crate) struct Rest {
-    client: Arc<Client>,
-    retry: Retry,
-}
-
-/// One stream's records as they are gathered into its spool file.
-struct Gather<'s> {
-    shaper: Shaper,
-    spool: SpoolWriter,
-    /// Raw records for a batch file rather than RECORD lines.
-    raw: bool,
-    /// Shaped lines not yet in the spool, written a [`CHUNK`] at a time.
-    chunk: Vec<u8>,
-    line: Vec<u8>,
-    settings: &'s Settings,
-    records: u64,
-    /// Records at or before this are not written again (settings streams).
-    after: Option<LastUpdated>,
-    /// The newest `lastUpdated` among the records written.
-    newest: Option<LastUpdated>,
-    /// Whether to lift `created`, `createdBy`, `lastUpdated` from `metadata`.
-    lift: bool,
-    warned_no_timestamp: bool,
-}
-
-impl Rest {
-    pub(crate) fn new(config: &Config, client: Arc<Client>) -> Rest {
-        Rest {
-            client,
-            retry: Retry {
-                backoff: Backoff {
-                    base: config.retry_base_delay,
-                    max: config.retry_max_delay,
-                },
-                max_retries: config.max_retries,
-            },
-        }
-    }
-
-    /// Syncs one REST stream: SCHEMA, every page into the spool, then the
-    /// records and the STATE after them.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn sync<W: Write>(
-        &self,
-        def: &'static StreamDef,
-        kind: RestKind,
-        schema: &Schema,
-        selection: &Selection,
-        settings: &Settings,
-        state: &mut State,
-        out: &mut SingerWriter<W>,
-    ) -> Result<()> {
-        let started = Instant::now();
-        let bookmarks: Vec<&str> = def.replication_key.into_iter().collect();
-        out.schema(
-            def.name,
-            schema.restricted(selection),
-            def.key_properties,
-            &bookmarks,
-        )?;
-        out.state(state.to_value())?;
-
-        let after = state
-            .bookmark(def)
-            .and_then(Bookmark::last_updated)
-            .cloned();
-        match &after {
-            Some(b) => tracing::info!(
-                "{}: syncing versions updated after {} (the state's bookmark)",
-                def.name,
-                b.text
-            ),
-            None => tracing::info!("{}: syncing every record", def.name),
-        }
-        let target = settings.spool_target(def.name, None)?;
-        let raw = matches!(target, SpoolTarget::Batch(_));
-        let meter = Arc::new(SpoolMeter::default());
-        let spool =
-            SpoolWriter::new(target, Arc::clone(&meter)).map_err(|e| settings.write_failed(e))?;
-        let mut shaper = Shaper::new(schema, selection);
-        shaper.start_bundle(Utc::now());
-        let mut gather = Gather {
-            shaper,
-            spool,
-            raw,
-            chunk: Vec::new(),
-            line: Vec::new(),
-            settings,
-            records: 0,
-            after,
-            newest: None,
-            lift: matches!(kind, RestKind::Settings(_) | RestKind::History(_)),
-            warned_no_timestamp: false,
-        };
-
-        let api = self.client.api_url();
-        let forbidden = format!(
-            "the '{}' stream needs an API key with the {} role; deselect it or use such a key",
-            def.name,
-            kind.role()
-        );
-        let call = Call {
-            stream: def.name,
-            forbidden: &forbidden,
-        };
-        // Users listed but gone by the time of their own fetch.
-        let mut skipped = 0usize;
-        let pages = match kind {
-            RestKind::Users => {
-                let url = format!("{api}/v2/users");
-                self.pages(&call, &url, &V2, "results", |item| gather.add(item))
-                    .await?
-            }
-            RestKind::User => {
-                let mut ids = Vec::new();
-                let url = format!("{api}/v2/users");
-                let pages = self
-                    .pages(&call, &url, &V2, "results", |item| {
-                        ids.push(user_id(item)?);
-                        Ok(())
-                    })
-                    .await?;
-                let total = ids.len();
-                for (n, id) in ids.iter().enumerate() {
-                    let url = user_url(api, id)?;
-                    let what = format!("{}: user {}/{total} (id {id})", def.name, n + 1);
-                    let found = self
-                        .retry
-                        .run(&what, None, || async {
-                            match self.fetch(&call, &url, USER).await {
-                                Ok(body) => Ok(Some(body)),
-                                Err(Failure::Gone(_)) => Ok(None),
-                                Err(other) => Err(other),
-                            }
-                        })
-                        .await?;
-                    // A user deleted between the list and its own fetch no
-                    // longer exists: nothing to write, nothing to retry.
-                    let Some(body) = found else {
-                        skipped += 1;
-                        tracing::warn!(
-                            "{what}: skipped: it was listed, but its own fetch answered HTTP 404 (deleted since)"
-                        );
-                        continue;
-                    };
-                    let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
-                        Error::Api(format!(
-                            "{what}: the answer is not a JSON object ({e}): {}",
-                            snippet(&body)
-                        ))
-                    })?;
-                    gather.add(&item)?;
-                }
-                pages + total
-            }
-            RestKind::Segments => {
-                let url = format!("{api}/segments/v1?limit={PAGE_LIMIT}");
-                self.pages(&call, &url, &V1, "segments", |item| gather.add(item))
-                    .await?
-            }
-            RestKind::Settings(path) => {
-                let url = format!("{api}/settings/recording/v1/{path}");
-                let what = format!("{}: GET {}", def.name, redact::url(&url));
-                let body = self
-                    .retry
-                    .run(&what, None, || self.fetch(&call, &url, SETTINGS))
-                    .await?;
-                let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
-                    Error::Api(format!(
-                        "{what}: the answer is not JSON ({e}): {}",
-                        snippet(&body)
-                    ))
-                })?;
-                gather.add(&item)?;
-                1
-            }
-            RestKind::History(path) => {
-                let url = format!("{api}/settings/recording/v1/{path}/history?limit={PAGE_LIMIT}");
-                self.pages(&call, &url, &V1, "versions", |item| gather.add(item))
-                    .await?
-            }
-        };
-
-        let Gather {
-            mut spool,
-            chunk,
-            records,
-            newest,
-            ..
-        } = gather;
-        let spool = tokio::task::block_in_place(|| {
-            if !chunk.is_empty() {
-                spool.write(&chunk)?;
-            }
-            spool.finish()
-        })
-        .map_err(|e| settings.write_failed(e))?;
-        // Records (or the BATCH naming them), then the STATE that covers
-        // them, in one uninterrupted step.
-        tokio::task::block_in_place(|| -> Result<()> {
-            emit(out, def.name, spool, records)?;
-            if let Some(newest) = newest {
-                state.advance(def, Bookmark::LastUpdated(newest));
-            }
-            out.state(state.to_value())
-        })?;
-        metric_records(def.name, records);
-        let skipped = match kind {
-            RestKind::User => format!(", {skipped} skipped (deleted after the list)"),
-            _ => String::new(),
-        };
-        tracing::info!(
-            "{}: {records} records from {pages} requests in {:.1}s{skipped}; spool {} bytes",
-            def.name,
-            started.elapsed().as_secs_f64(),
-            meter.peak()
-        );
-        Ok(())
-    }
-
-    /// Reads every page of a list resource, handing each item of `list` to
-    /// `each`. Returns the number of pages.
-    async fn pages(
-        &self,
-        call: &Call<'_>,
-        first: &str,
-        paging: &Paging,
-        list: &str,
-        mut each: impl FnMut(&RawValue) -> Result<()>,
-    ) -> Result<usize> {
-        let mut token: Option<String> = None;
-        let mut seen = HashSet::new();
-        let mut pages = 0usize;
-        let mut items = 0usize;
-        loop {
-            let url = match &token {
-                None => first.to_string(),
-                Some(t) => {
-                    let sep = if first.contains('?') { '&' } else { '?' };
-                    format!("{first}{sep}{}={}", paging.param, url_escape(t))
-                }
-            };
-            pages += 1;
-            let what = format!("{}: page {pages}", call.stream);
-            let body = self
-                .retry
-                .run(&what, None, || async {
-                    let body = self.fetch(call, &url, LIST).await?;
-                    parse_page(&body, list, paging.next).map_err(Failure::retry)
-                })
-                .await?;
-            items += body.items.len();
-            for item in &body.items {
-                each(item)?;
-            }
-            tracing::info!("{what}: {} {list} ({items} so far)", body.items.len());
-            match body.next {
-                None => break,
-                Some(next) if next.is_empty() => break,
-                Some(next) => {
-                    if !seen.insert(next.clone()) {
-                        return Err(Error::Api(format!(
-                            "{what}: the server sent the page token {next:?} a second time; stopping instead of reading the same pages again"
-                        )));
-                    }
-                    token = Some(next);
-                }
-            }
-        }
-        Ok(pages)
-    }
-
-    /// One GET, its whole body; one attempt.
-    async fn fetch(
-        &self,
-        call: &Call<'_>,
-        url: &str,
-        endpoint: Endpoint,
-    ) -> std::result::Result<Vec<u8>, Failure> {
-        let resp = self
-            .client
-            .get_as(url, endpoint, Some(call.forbidden))
-            .await
-            .map_err(|f| match f {
-                Failure::Fatal(Error::Api(why)) => {
-                    Failure::Fatal(Error::Api(format!("{}: {why}", call.stream)))
-                }
-                other => other,
-            })?;
-        let body = resp.bytes().await.map_err(|e| {
-            Failure::retry(format!(
-                "reading the answer to GET {} failed: {}",
-                redact::url(url),
-                chain(&e.without_url())
-            ))
-        })?;
-        // Gunzipped when the bytes say gzip, as bundles and lists are.
-        let body = crate::http::body::decoded(&body)
-            .map_err(|why| Failure::retry(format!("GET {}: {why}", redact::url(url))))?;
-        Ok(body.into_owned())
-    }
-}
-
-/// What a stream's requests need to say when they fail.
-struct Call<'a> {
-    stream: &'static str,
-    forbidden: &'a str,
-}
-
 const LIST: Endpoint = Endpoint {
     name: "rest_list",
     not_found: NotFound::Stop("check api_url"),
@@ -379,61 +62,429 @@ const SETTINGS: Endpoint = Endpoint {
     not_found: NotFound::Stop("check api_url"),
 };
 
-impl Gather<'_> {
-    /// Shapes one object into the spool, unless a settings stream's bookmark
-    /// already covers it.
-    fn add(&mut self, item: &RawValue) -> Result<()> {
-        let object = if self.lift {
-            lift_metadata(item.get())
-        } else {
-            Ok(Lifted {
-                json: item.get().as_bytes().to_vec(),
-                last_updated: None,
-            })
+/// One REST stream of one account.
+pub(crate) struct Rest {
+    requests: Requests,
+    kind: RestKind,
+}
+
+/// The unit of a REST stream: the whole resource.
+#[derive(Debug, Clone)]
+pub(crate) struct Resource {
+    stream: &'static str,
+    path: String,
+}
+
+/// What every request of a stream needs: the client, the retry policy, and
+/// what to say when one fails.
+#[derive(Clone)]
+struct Requests {
+    client: Arc<Client>,
+    retry: Retry,
+    stream: &'static str,
+    /// What a 403 means here: the role the stream needs.
+    forbidden: Arc<str>,
+}
+
+impl Rest {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        retry: Retry,
+        def: &'static StreamDef,
+        kind: RestKind,
+    ) -> Rest {
+        let forbidden = format!(
+            "the '{}' stream needs an API key with the {} role; deselect it or use such a key",
+            def.name,
+            kind.role()
+        );
+        Rest {
+            requests: Requests {
+                client,
+                retry,
+                stream: def.name,
+                forbidden: forbidden.into(),
+            },
+            kind,
         }
-        .map_err(|why| Error::Api(format!("a record is not a JSON object: {why}")))?;
-        if self.lift {
-            match object
-                .last_updated
-                .as_deref()
-                .map(|t| (t, parse_datetime(t)))
-            {
-                Some((text, Some(at))) => {
-                    if self.after.as_ref().is_some_and(|b| at <= b.at) {
-                        return Ok(());
-                    }
-                    if self.newest.as_ref().is_none_or(|n| at > n.at) {
-                        self.newest = Some(LastUpdated {
-                            at,
-                            text: text.to_string(),
-                        });
-                    }
-                }
-                _ if !self.warned_no_timestamp => {
-                    self.warned_no_timestamp = true;
-                    tracing::warn!(
-                        "a settings object has no usable {LAST_UPDATED}; such objects are written every run"
-                    );
-                }
-                _ => {}
+    }
+
+    /// The resource's path under `api_url`, query included.
+    fn path(&self) -> String {
+        match self.kind {
+            RestKind::Users | RestKind::User => "/v2/users".to_string(),
+            RestKind::Segments => format!("/segments/v1?limit={PAGE_LIMIT}"),
+            RestKind::Settings(path) => format!("/settings/recording/v1/{path}"),
+            RestKind::History(path) => {
+                format!("/settings/recording/v1/{path}/history?limit={PAGE_LIMIT}")
             }
         }
-        shape_onto(
-            &mut self.shaper,
-            &object.json,
-            self.raw,
-            &mut self.line,
-            &mut self.chunk,
-        )
-        .map_err(|e| Error::Api(e.to_string()))?;
-        if self.chunk.len() >= CHUNK {
-            self.spool
-                .write(&self.chunk)
-                .map_err(|e| self.settings.write_failed(e))?;
-            self.chunk.clear();
+    }
+}
+
+impl Source for Rest {
+    type Unit = Resource;
+    type Body = Pages;
+
+    const UNIT: &'static str = "resource";
+
+    // One unit, measured against the bookmark the run started with.
+    const LOOKAHEAD: usize = 0;
+
+    const CLOSING_STATE: bool = false;
+
+    fn records(&self) -> &'static str {
+        "records"
+    }
+
+    async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Resource>> {
+        let stream = self.requests.stream;
+        match bookmark.and_then(Bookmark::last_updated) {
+            Some(b) if self.watermark().is_some() => tracing::info!(
+                "{stream}: syncing versions updated after {} (the state's bookmark)",
+                b.text
+            ),
+            _ => tracing::info!("{stream}: syncing every record"),
         }
-        self.records += 1;
+        Ok(vec![Resource {
+            stream,
+            path: self.path(),
+        }])
+    }
+
+    async fn open(&self, resource: &Resource) -> Result<Pages, Failure> {
+        let url = format!("{}{}", self.requests.client.api_url(), resource.path);
+        let step = match self.kind {
+            RestKind::Users | RestKind::Segments | RestKind::History(_) => {
+                Step::Pages(PageWalk::new(url, self.kind))
+            }
+            RestKind::User => {
+                let mut walk = PageWalk::new(url, self.kind);
+                walk.ids = Some(Vec::new());
+                Step::Pages(walk)
+            }
+            RestKind::Settings(_) => Step::One(url),
+        };
+        Ok(Pages {
+            requests: self.requests.clone(),
+            lift: matches!(self.kind, RestKind::Settings(_) | RestKind::History(_)),
+            step: Step::Open(Box::new(step)),
+            items: 0,
+            requests_made: 0,
+            skipped: None,
+            started: Instant::now(),
+        })
+    }
+
+    fn format(&self, _: &Resource) -> Format {
+        Format::JsonArray
+    }
+
+    fn id<'u>(&self, resource: &'u Resource) -> &'u str {
+        resource.stream
+    }
+
+    fn file_id<'u>(&self, _: &'u Resource) -> Option<&'u str> {
+        None
+    }
+
+    fn window(&self, resource: &Resource) -> String {
+        resource.path.clone()
+    }
+
+    fn watermark(&self) -> Option<&'static str> {
+        match self.kind {
+            RestKind::Settings(_) | RestKind::History(_) => Some(LAST_UPDATED),
+            RestKind::Users | RestKind::User | RestKind::Segments => None,
+        }
+    }
+
+    fn bookmark_after(
+        &self,
+        _: &Resource,
+        newest: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>> {
+        Ok(newest.map(Bookmark::LastUpdated))
+    }
+
+    fn retry(&self) -> &Retry {
+        &self.requests.retry
+    }
+}
+
+/// A REST resource's body: every item of every page (or each user listed,
+/// fetched on its own), as one JSON array, read a request at a time as the
+/// pipeline asks for more. Each request is retried on its own; a failure
+/// that retrying cannot mend ends the run.
+pub(crate) struct Pages {
+    requests: Requests,
+    /// Whether to lift `created`, `createdBy`, `lastUpdated` from `metadata`.
+    lift: bool,
+    step: Step,
+    items: usize,
+    requests_made: usize,
+    /// Users listed but gone by the time of their own fetch.
+    skipped: Option<usize>,
+    started: Instant,
+}
+
+/// Where a resource's body has got to.
+enum Step {
+    /// Nothing sent yet; then the step in the box.
+    Open(Box<Step>),
+    /// Reading a list page by page.
+    Pages(PageWalk),
+    /// Fetching each listed user on its own.
+    Users {
+        ids: Vec<String>,
+        next: usize,
+    },
+    /// One object.
+    One(String),
+    /// Every item is out: close the array.
+    Close,
+    Done,
+}
+
+/// Paging through a list resource.
+struct PageWalk {
+    first: String,
+    paging: &'static Paging,
+    list: &'static str,
+    token: Option<String>,
+    seen: HashSet<String>,
+    pages: usize,
+    items: usize,
+    /// Collects the listed users' ids instead of writing the items.
+    ids: Option<Vec<String>>,
+}
+
+impl PageWalk {
+    fn new(first: String, kind: RestKind) -> PageWalk {
+        let (paging, list) = match kind {
+            RestKind::Users | RestKind::User => (&V2, "results"),
+            RestKind::Segments => (&V1, "segments"),
+            RestKind::Settings(_) | RestKind::History(_) => (&V1, "versions"),
+        };
+        PageWalk {
+            first,
+            paging,
+            list,
+            token: None,
+            seen: HashSet::new(),
+            pages: 0,
+            items: 0,
+            ids: None,
+        }
+    }
+
+    fn url(&self) -> String {
+        match &self.token {
+            None => self.first.clone(),
+            Some(t) => {
+                let sep = if self.first.contains('?') { '&' } else { '?' };
+                format!("{}{sep}{}={}", self.first, self.paging.param, url_escape(t))
+            }
+        }
+    }
+}
+
+impl Body for Pages {
+    async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
+        let mut out = Vec::new();
+        loop {
+            match std::mem::replace(&mut self.step, Step::Done) {
+                Step::Open(next) => {
+                    self.step = *next;
+                    return Ok(Some(Bytes::from_static(b"[")));
+                }
+                Step::Pages(walk) => {
+                    self.step = self.page(walk, &mut out).await.map_err(Failure::Fatal)?;
+                }
+                Step::Users { ids, next } => {
+                    if next == ids.len() {
+                        self.step = Step::Close;
+                        continue;
+                    }
+                    self.user(&ids, next, &mut out)
+                        .await
+                        .map_err(Failure::Fatal)?;
+                    self.step = Step::Users {
+                        ids,
+                        next: next + 1,
+                    };
+                }
+                Step::One(url) => {
+                    let what = format!("{}: GET {}", self.requests.stream, redact::url(&url));
+                    self.requests_made += 1;
+                    let body = self
+                        .requests
+                        .retry
+                        .run(&what, None, || self.requests.fetch(&url, SETTINGS))
+                        .await
+                        .map_err(Failure::Fatal)?;
+                    let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
+                        Failure::Fatal(Error::Api(format!(
+                            "{what}: the answer is not JSON ({e}): {}",
+                            snippet(&body)
+                        )))
+                    })?;
+                    self.push(&item, &mut out).map_err(Failure::Fatal)?;
+                    self.step = Step::Close;
+                }
+                Step::Close => {
+                    let skipped = match self.skipped {
+                        Some(n) => format!(", {n} skipped (deleted after the list)"),
+                        None => String::new(),
+                    };
+                    tracing::info!(
+                        "{}: {} items from {} requests in {:.1}s{skipped}",
+                        self.requests.stream,
+                        self.items,
+                        self.requests_made,
+                        self.started.elapsed().as_secs_f64(),
+                    );
+                    out.push(b']');
+                    return Ok(Some(out.into()));
+                }
+                Step::Done => return Ok((!out.is_empty()).then(|| out.into())),
+            }
+            if !out.is_empty() {
+                return Ok(Some(out.into()));
+            }
+        }
+    }
+}
+
+impl Pages {
+    /// Reads the next page of a list; returns the step after it.
+    async fn page(&mut self, mut walk: PageWalk, out: &mut Vec<u8>) -> Result<Step> {
+        let url = walk.url();
+        walk.pages += 1;
+        self.requests_made += 1;
+        let what = format!("{}: page {}", self.requests.stream, walk.pages);
+        let (list, next) = (walk.list, walk.paging.next);
+        let page = self
+            .requests
+            .retry
+            .run(&what, None, || async {
+                let body = self.requests.fetch(&url, LIST).await?;
+                parse_page(&body, list, next).map_err(Failure::retry)
+            })
+            .await?;
+        walk.items += page.items.len();
+        for item in &page.items {
+            match &mut walk.ids {
+                Some(ids) => ids.push(user_id(item)?),
+                None => self.push(item, out)?,
+            }
+        }
+        tracing::info!(
+            "{what}: {} {list} ({} so far)",
+            page.items.len(),
+            walk.items
+        );
+        match page.next {
+            None => Ok(match walk.ids.take() {
+                Some(ids) => {
+                    self.skipped = Some(0);
+                    Step::Users { ids, next: 0 }
+                }
+                None => Step::Close,
+            }),
+            Some(next) => {
+                if !walk.seen.insert(next.clone()) {
+                    return Err(Error::Api(format!(
+                        "{what}: the server sent the page token {next:?} a second time; stopping instead of reading the same pages again"
+                    )));
+                }
+                walk.token = Some(next);
+                Ok(Step::Pages(walk))
+            }
+        }
+    }
+
+    /// Fetches user `n` of `ids` on its own: the user with its schema.
+    async fn user(&mut self, ids: &[String], n: usize, out: &mut Vec<u8>) -> Result<()> {
+        let id = &ids[n];
+        let url = user_url(self.requests.client.api_url(), id)?;
+        let what = format!(
+            "{}: user {}/{} (id {id})",
+            self.requests.stream,
+            n + 1,
+            ids.len()
+        );
+        self.requests_made += 1;
+        let found = self
+            .requests
+            .retry
+            .run(&what, None, || async {
+                match self.requests.fetch(&url, USER).await {
+                    Ok(body) => Ok(Some(body)),
+                    Err(Failure::Gone(_)) => Ok(None),
+                    Err(other) => Err(other),
+                }
+            })
+            .await?;
+        // A user deleted between the list and its own fetch no longer
+        // exists: nothing to write, nothing to retry.
+        let Some(body) = found else {
+            *self.skipped.get_or_insert(0) += 1;
+            tracing::warn!(
+                "{what}: skipped: it was listed, but its own fetch answered HTTP 404 (deleted since)"
+            );
+            return Ok(());
+        };
+        let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
+            Error::Api(format!(
+                "{what}: the answer is not a JSON object ({e}): {}",
+                snippet(&body)
+            ))
+        })?;
+        self.push(&item, out)
+    }
+
+    /// Adds one item to the array, its metadata lifted where the stream
+    /// wants it.
+    fn push(&mut self, item: &RawValue, out: &mut Vec<u8>) -> Result<()> {
+        if self.items > 0 {
+            out.push(b',');
+        }
+        if self.lift {
+            lift_metadata(item.get(), out)
+                .map_err(|why| Error::Api(format!("a record is not a JSON object: {why}")))?;
+        } else {
+            out.extend_from_slice(item.get().as_bytes());
+        }
+        self.items += 1;
         Ok(())
+    }
+}
+
+impl Requests {
+    /// One GET, its whole body; one attempt.
+    async fn fetch(&self, url: &str, endpoint: Endpoint) -> std::result::Result<Vec<u8>, Failure> {
+        let resp = self
+            .client
+            .get_as(url, endpoint, Some(&self.forbidden))
+            .await
+            .map_err(|f| match f {
+                Failure::Fatal(Error::Api(why)) => {
+                    Failure::Fatal(Error::Api(format!("{}: {why}", self.stream)))
+                }
+                other => other,
+            })?;
+        let body = resp.bytes().await.map_err(|e| {
+            Failure::retry(format!(
+                "reading the answer to GET {} failed: {}",
+                redact::url(url),
+                chain(&e.without_url())
+            ))
+        })?;
+        // Gunzipped when the bytes say gzip, as bundles and lists are.
+        let body = crate::http::body::decoded(&body)
+            .map_err(|why| Failure::retry(format!("GET {}: {why}", redact::url(url))))?;
+        Ok(body.into_owned())
     }
 }
 
@@ -490,19 +541,13 @@ impl<'de> Deserialize<'de> for Members {
     }
 }
 
-/// An object with its metadata lifted, and its `lastUpdated` text.
-struct Lifted {
-    json: Vec<u8>,
-    last_updated: Option<String>,
-}
-
 /// The keys lifted from `metadata` to the top level.
 const LIFTED: &[&str] = &["created", "createdBy", "lastUpdated"];
 
-/// Copies `created`, `createdBy` and `lastUpdated` from the object's
-/// `metadata` to its top level (unless the top level has them already), and
-/// keeps everything else as it came, values byte for byte.
-fn lift_metadata(object: &str) -> std::result::Result<Lifted, String> {
+/// Writes the object with `created`, `createdBy` and `lastUpdated` copied
+/// from its `metadata` to its top level (unless the top level has them
+/// already), and everything else as it came, values byte for byte.
+fn lift_metadata(object: &str, json: &mut Vec<u8>) -> std::result::Result<(), String> {
     let members: Members = serde_json::from_str(object).map_err(|e| e.to_string())?;
     let metadata: Vec<(String, Box<RawValue>)> = members
         .0
@@ -511,38 +556,31 @@ fn lift_metadata(object: &str) -> std::result::Result<Lifted, String> {
         .and_then(|(_, v)| serde_json::from_str::<Members>(v.get()).ok())
         .map(|m| m.0)
         .unwrap_or_default();
-    let mut json = Vec::with_capacity(object.len() + 128);
     json.push(b'{');
-    let push = |key: &str, value: &RawValue, json: &mut Vec<u8>| {
-        if json.len() > 1 {
+    let mut first = true;
+    let mut push = |key: &str, value: &RawValue, json: &mut Vec<u8>| {
+        if !first {
             json.push(b',');
         }
+        first = false;
         // Escaping a `&str` cannot fail.
         let _ = serde_json::to_writer(&mut *json, key);
         json.push(b':');
         json.extend_from_slice(value.get().as_bytes());
     };
-    let mut last_updated = None;
     for name in LIFTED {
         if members.0.iter().any(|(k, _)| k == name) {
             continue;
         }
         if let Some((_, value)) = metadata.iter().find(|(k, _)| k == name) {
-            push(name, value, &mut json);
+            push(name, value, json);
         }
     }
     for (key, value) in &members.0 {
-        push(key, value, &mut json);
+        push(key, value, json);
     }
     json.push(b'}');
-    let top = members.0.iter().find(|(k, _)| k == LAST_UPDATED);
-    let lifted = metadata.iter().find(|(k, _)| k == LAST_UPDATED);
-    if let Some((_, value)) = top.or(lifted) {
-        last_updated = serde_json::from_str::<Option<String>>(value.get())
-            .ok()
-            .flatten();
-    }
-    Ok(Lifted { json, last_updated })
+    Ok(())
 }
 
 /// A listed user's `id`, as text.
@@ -580,32 +618,28 @@ fn user_url(api: &str, id: &str) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn lifted(object: &str) -> std::result::Result<String, String> {
+        let mut out = Vec::new();
+        lift_metadata(object, &mut out).map(|()| String::from_utf8(out).unwrap())
+    }
+
     #[test]
     fn metadata_is_lifted_and_values_kept_byte_for_byte() {
         let obj = r#"{"enabled":true,"n":12345678901234567890123,"metadata":{"lastUpdated":"2021-05-12T15:16:10.268269Z","lastUpdatedBy":"bob","created":"2020-09-08T15:57:20.830Z","createdBy":"jane"},"x\"y":1.10}"#;
-        let lifted = lift_metadata(obj).unwrap();
-        let text = String::from_utf8(lifted.json).unwrap();
         assert_eq!(
-            text,
+            lifted(obj).unwrap(),
             r#"{"created":"2020-09-08T15:57:20.830Z","createdBy":"jane","lastUpdated":"2021-05-12T15:16:10.268269Z","enabled":true,"n":12345678901234567890123,"metadata":{"lastUpdated":"2021-05-12T15:16:10.268269Z","lastUpdatedBy":"bob","created":"2020-09-08T15:57:20.830Z","createdBy":"jane"},"x\"y":1.10}"#
-        );
-        assert_eq!(
-            lifted.last_updated.as_deref(),
-            Some("2021-05-12T15:16:10.268269Z")
         );
     }
 
     #[test]
     fn top_level_keys_win_over_metadata_and_no_metadata_is_fine() {
-        let lifted = lift_metadata(r#"{"created":"a","metadata":{"created":"b"}}"#).unwrap();
         assert_eq!(
-            String::from_utf8(lifted.json).unwrap(),
+            lifted(r#"{"created":"a","metadata":{"created":"b"}}"#).unwrap(),
             r#"{"created":"a","metadata":{"created":"b"}}"#
         );
-        let plain = lift_metadata(r#"{"id":1}"#).unwrap();
-        assert_eq!(plain.json, br#"{"id":1}"#);
-        assert!(plain.last_updated.is_none());
-        assert!(lift_metadata("[1]").is_err());
+        assert_eq!(lifted(r#"{"id":1}"#).unwrap(), r#"{"id":1}"#);
+        assert!(lifted("[1]").is_err());
     }
 
     #[test]
@@ -648,6 +682,5 @@ mod tests {
             user_url("http://127.0.0.1:9", "a/b c").unwrap(),
             "http://127.0.0.1:9/v2/users/a%2Fb%20c?include_schema=true"
         );
-        assert_eq!(url_escape("a+b/="), "a%2Bb%2F%3D");
     }
 }

@@ -14,14 +14,15 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{Body, Format, Source, url_escape};
+use super::{HttpBody, Source};
 use crate::config::{Config, SegmentSettings};
 use crate::error::{Error, Result};
-use crate::http::pace::Pace;
-use crate::http::retry::{Backoff, Retry};
+use crate::http::retry::Retry;
 use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
-use crate::state::{Bookmark, PendingExport, WindowBookmark};
+use crate::read::Format;
+use crate::state::{Bookmark, LastUpdated, PendingExport, WindowBookmark};
 use crate::time::format_rfc3339;
+use crate::urls::url_escape;
 
 /// What an export holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +48,7 @@ impl ExportType {
 }
 
 /// The file format asked for, and how the pipeline reads it.
-const FORMAT: (&str, Format) = ("FORMAT_NDJSON", Format::GzipNdjson);
+const FORMAT: (&str, Format) = ("FORMAT_NDJSON", Format::Ndjson);
 
 const ENTITLEMENT: &str = "Segment Export needs an API key with the Admin or Architect role, on an account with the Segment Export entitlement; check api_key and api_url";
 
@@ -116,20 +117,19 @@ pub(crate) struct SegmentExport {
 }
 
 impl SegmentExport {
-    pub(crate) fn new(config: &Config, client: Arc<Client>, kind: ExportType) -> SegmentExport {
+    pub(crate) fn new(
+        config: &Config,
+        client: Arc<Client>,
+        retry: Retry,
+        kind: ExportType,
+    ) -> SegmentExport {
         SegmentExport {
             client,
             kind,
             settings: config.segment.clone(),
             start_date: config.start_date,
             end_date: config.end_date,
-            retry: Retry {
-                backoff: Backoff {
-                    base: config.retry_base_delay,
-                    max: config.retry_max_delay,
-                },
-                max_retries: config.max_retries,
-            },
+            retry,
             exports: Mutex::new(HashMap::new()),
             floor: Mutex::new(None),
         }
@@ -329,11 +329,16 @@ impl SegmentExport {
 
 impl Source for SegmentExport {
     type Unit = Window;
+    type Body = HttpBody;
 
     const UNIT: &'static str = "window";
 
     // One export at a time: the STATE naming it is about the window being written.
     const LOOKAHEAD: usize = 0;
+
+    fn records(&self) -> &'static str {
+        self.kind.noun()
+    }
 
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Window>> {
         let now = Utc::now();
@@ -453,7 +458,7 @@ impl Source for SegmentExport {
         self.exports().get(&window.start).is_some_and(|e| e.failed)
     }
 
-    async fn open(&self, window: &Window) -> Result<Body, Failure> {
+    async fn open(&self, window: &Window) -> Result<HttpBody, Failure> {
         let known = self.exports().get(&window.start).cloned();
         let Some(export) = known else {
             return Err(Failure::Fatal(Error::Api(format!(
@@ -476,7 +481,7 @@ impl Source for SegmentExport {
         self.client
             .get_anonymous(&location, DOWNLOAD)
             .await
-            .map(Body::new)
+            .map(HttpBody::new)
     }
 
     fn format(&self, _: &Window) -> Format {
@@ -495,23 +500,19 @@ impl Source for SegmentExport {
         )
     }
 
-    fn bookmark_after(&self, window: &Window) -> Result<Bookmark> {
+    fn bookmark_after(&self, window: &Window, _: Option<LastUpdated>) -> Result<Option<Bookmark>> {
         let end = match self.floor() {
             Some(floor) if floor > window.end => floor,
             _ => window.end,
         };
-        Ok(Bookmark::Window(WindowBookmark {
+        Ok(Some(Bookmark::Window(WindowBookmark {
             end: Some(end),
             export: None,
-        }))
+        })))
     }
 
     fn retry(&self) -> &Retry {
         &self.retry
-    }
-
-    fn pace(&self) -> Option<&Pace> {
-        None
     }
 }
 

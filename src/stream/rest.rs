@@ -1,7 +1,7 @@
 //! The REST streams: users, segments and the recording settings with their
 //! change history, read from `api_url` with natural keys.
 
-use super::{EXTRA_FIELD, ReplicationMethod, SourceKind, StreamDef};
+use super::{Backend, EXTRA_FIELD, ReplicationMethod, StreamDef};
 
 /// Which REST resource feeds a stream, and how it is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ macro_rules! stream {
             replication_key: $rkey,
             derived_key: None,
             extra_field: EXTRA_FIELD,
-            source: SourceKind::Rest($kind),
+            backend: Backend::Rest($kind),
             selected_by_default: false,
         };
     };

@@ -217,7 +217,7 @@ fn a_bundle_broken_the_same_way_twice_stops_with_where_and_how_to_move_on() {
     let last = run.last_log();
     for words in [
         broken.id.as_str(),
-        "event 2 ",
+        "record 2 ",
         "starts at byte 14 of the JSON",
         "is not valid JSON",
         "same",

@@ -794,7 +794,7 @@ fn repeated_keys_in_an_event_keep_the_last_value() {
     assert_eq!(records[1]["UserId"], 2);
     assert!(
         run.stderr
-            .contains("3 keys in this bundle's events were repeated"),
+            .contains("3 keys in this bundle's records were repeated"),
         "{}",
         run.stderr
     );
@@ -809,9 +809,9 @@ fn a_broken_event_is_named_by_number_field_and_byte() {
     assert_stopped_consistently(&run, 1, &specs);
     let last = run.last_log();
     for w in [
-        "event 2 of the bundle",
+        "record 2 is not valid JSON",
         "in the value of field \"evt_obj\"",
-        "at byte 46 of the event",
+        "at byte 46 of the record",
     ] {
         assert!(last.contains(w), "{w:?} not in {last}");
     }

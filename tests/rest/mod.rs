@@ -595,11 +595,11 @@ fn a_users_stream_of_several_spool_blocks_reads_back_byte_for_byte() {
     let line = run
         .stderr
         .lines()
-        .find(|l| l.contains("users: 12000 records from"))
+        .find(|l| l.contains("users: sync complete: 1 resources, 12000 records"))
         .unwrap_or_else(|| panic!("no summary in {}", run.stderr));
     let spool: usize = line
-        .rsplit_once("spool ")
-        .and_then(|(_, n)| n.strip_suffix(" bytes"))
+        .rsplit_once('(')
+        .and_then(|(_, n)| n.strip_suffix(" bytes)"))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no spool size in {line}"));
     assert!(spool > 0 && spool * 5 <= json, "spool {spool} of {json}");
@@ -657,7 +657,7 @@ fn a_user_deleted_after_the_list_is_skipped_with_one_warning() {
     let summary = run
         .stderr
         .lines()
-        .find(|l| l.contains("user: 24 records from"))
+        .find(|l| l.contains("user: 24 items from"))
         .unwrap_or_else(|| panic!("no summary in {}", run.stderr));
     assert!(summary.contains("1 skipped"), "{summary}");
 

@@ -35,6 +35,11 @@ pub(crate) enum Error {
     #[error("{0}")]
     Api(String),
 
+    /// FullStory answered with an error status that retrying cannot mend;
+    /// the message says what to check.
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+
     /// FullStory no longer has what was asked for (HTTP 404 or 410 from an
     /// endpoint whose resources expire or get deleted): the caller decides.
     #[error("{0}")]
@@ -106,6 +111,7 @@ impl Error {
         match self {
             Error::Input(_) | Error::InputRead { .. } | Error::InputJson { .. } => EXIT_INPUT,
             Error::Api(_)
+            | Error::Refused { .. }
             | Error::Gone(_)
             | Error::HttpClient(_)
             | Error::Runtime(_)
@@ -124,6 +130,19 @@ impl Error {
             Error::OutputClosed
         } else {
             Error::Output(err)
+        }
+    }
+
+    /// The error with `prefix` before its message (the stream it is of),
+    /// where it has a message of its own.
+    pub(crate) fn prefixed(self, prefix: &str) -> Error {
+        match self {
+            Error::Api(m) => Error::Api(format!("{prefix}{m}")),
+            Error::Refused { status, message } => Error::Refused {
+                status,
+                message: format!("{prefix}{message}"),
+            },
+            other => other,
         }
     }
 

@@ -44,13 +44,15 @@ impl Failure {
     }
 }
 
-/// One kind of request, for metrics and for advice when it is not found.
+/// One kind of request, for metrics and for advice when it fails.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Endpoint {
     /// The `endpoint` tag of the request metrics.
     pub name: &'static str,
     /// What a 404 from it means.
     pub not_found: NotFound,
+    /// What to check when it answers 401 or 403, if not just the key.
+    pub refused: Option<&'static str>,
 }
 
 /// What an HTTP 404 means for one kind of request.
@@ -270,18 +272,16 @@ impl Client {
                 // reqwest repeats the URL in its message; it is already in ours.
                 let e = e.without_url();
                 let why = format!("{method} {shown} failed: {}", chain(&e));
-                if e.is_redirect() {
-                    return Err(Failure::Fatal(Error::Api(why)));
-                }
-                if why.contains("proxy auth") {
-                    return Err(Failure::Fatal(Error::Api(format!("{why}; {PROXY_ADVICE}"))));
-                }
-                if why.contains("tunnel error") {
-                    return Err(Failure::retry(format!(
+                return Err(match transport(&e) {
+                    Transport::Redirect => Failure::Fatal(Error::Api(why)),
+                    Transport::ProxyRefused => {
+                        Failure::Fatal(Error::Api(format!("{why}; {PROXY_ADVICE}")))
+                    }
+                    Transport::ProxyTunnel => Failure::retry(format!(
                         "{why} (the connection goes through a proxy; check the HTTPS_PROXY, ALL_PROXY and NO_PROXY environment variables)"
-                    )));
-                }
-                return Err(Failure::retry(why));
+                    )),
+                    Transport::Other => Failure::retry(why),
+                });
             }
         };
         let status = resp.status();
@@ -306,7 +306,7 @@ impl Client {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let body = resp.bytes().await.unwrap_or_default();
+        let body = body::read_error_body(resp).await;
         let via = match &elsewhere {
             Some(host) => format!(" after a redirect to {host}"),
             None => String::new(),
@@ -344,9 +344,9 @@ impl Client {
                 &redirected_advice
             }
             (StatusCode::FORBIDDEN, _) if forbidden.is_some() => forbidden.unwrap_or_default(),
-            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => {
-                "check that api_key is a valid FullStory API key with Admin or Architect rights"
-            }
+            (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => endpoint.refused.unwrap_or(
+                "check that api_key is a valid FullStory API key with Admin or Architect rights",
+            ),
             (StatusCode::NOT_FOUND, _) => match endpoint.not_found {
                 NotFound::Stop(advice) => advice,
                 // Answered above as `Failure::Gone`.
@@ -354,8 +354,47 @@ impl Client {
             },
             _ => "check the config (api_key, base_url)",
         };
-        Err(Failure::Fatal(Error::Api(format!("{detail}; {advice}"))))
+        Err(Failure::Fatal(Error::Refused {
+            status: status.as_u16(),
+            message: format!("{detail}; {advice}"),
+        }))
     }
+}
+
+/// What went wrong below HTTP, by the error's kind.
+#[derive(Debug, PartialEq, Eq)]
+enum Transport {
+    /// A redirect refused by policy (see [`check_redirect`]).
+    Redirect,
+    /// A proxy asked for credentials (407) when asked to open a tunnel.
+    ProxyRefused,
+    /// A proxy failed to open a tunnel otherwise.
+    ProxyTunnel,
+    /// Anything else: connection, timeout, a body cut off.
+    Other,
+}
+
+/// Sorts a failed request by the types in its error chain. A proxy tunnel's
+/// error is hyper-util's `TunnelError`, a type it does not export: its Debug
+/// form, the variant's name, is all that identifies it.
+fn transport(e: &reqwest::Error) -> Transport {
+    if e.is_redirect() {
+        return Transport::Redirect;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(err) = cause {
+        let debug = format!("{err:?}");
+        let variant = debug.split(['(', ' ', '{']).next().unwrap_or_default();
+        match variant {
+            "ProxyAuthRequired" => return Transport::ProxyRefused,
+            "TunnelUnsuccessful" | "TunnelUnexpectedEof" | "ProxyHeadersTooLong" => {
+                return Transport::ProxyTunnel;
+            }
+            _ => {}
+        }
+        cause = err.source();
+    }
+    Transport::Other
 }
 
 /// What a reqwest client is built from.
@@ -421,6 +460,7 @@ mod tests {
     const ENDPOINT: Endpoint = Endpoint {
         name: "test",
         not_found: NotFound::Stop("gone"),
+        refused: None,
     };
 
     /// Serves one request on 127.0.0.1 and hands back its head, lower-cased.
@@ -492,6 +532,7 @@ mod tests {
         const GONE: Endpoint = Endpoint {
             name: "test",
             not_found: NotFound::Gone,
+            refused: None,
         };
         let (url, server) = one_shot_server_answering(NOT_FOUND);
         match client(&url).get(&format!("{url}/u/1"), GONE).await {
@@ -512,6 +553,55 @@ mod tests {
             Err(Failure::Fatal(e)) => assert!(e.to_string().ends_with("; gone"), "{e}"),
             other => panic!("not fatal: {other:?}"),
         }
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_refusal_carries_its_status_and_the_endpoint_advice() {
+        const SEGMENT: Endpoint = Endpoint {
+            name: "test",
+            not_found: NotFound::Stop("gone"),
+            refused: Some("it needs the entitlement"),
+        };
+        let (url, server) = one_shot_server_answering(
+            b"HTTP/1.1 403 Forbidden\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
+        );
+        match client(&url).get(&format!("{url}/a"), SEGMENT).await {
+            Err(Failure::Fatal(Error::Refused { status, message })) => {
+                assert_eq!(status, 403);
+                assert!(message.ends_with("; it needs the entitlement"), "{message}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        server.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn small_answers_are_capped_plain_or_not() {
+        let (url, server) = one_shot_server_answering(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 999999999999\r\nconnection: close\r\n\r\n{}",
+        );
+        let resp = client(&url)
+            .get(&format!("{url}/a"), ENDPOINT)
+            .await
+            .unwrap();
+        match body::read_small(resp, "the list").await {
+            Err(Failure::Fatal(e)) => {
+                let text = e.to_string();
+                assert!(text.contains("the list is larger than 64 MiB"), "{text}");
+            }
+            other => panic!("not refused: {other:?}"),
+        }
+        server.join().unwrap();
+        // No length announced: counted as it arrives.
+        let (url, server) = one_shot_server_answering(
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15]",
+        );
+        let resp = client(&url)
+            .get(&format!("{url}/a"), ENDPOINT)
+            .await
+            .unwrap();
+        assert_eq!(body::read_capped(resp, 20).await.unwrap(), None);
         server.join().unwrap();
     }
 

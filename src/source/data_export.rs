@@ -13,9 +13,10 @@ use serde_json::value::RawValue;
 use super::{HttpBody, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::http::body::read_small;
 use crate::http::pace::Pace;
 use crate::http::retry::Retry;
-use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::state::{Bookmark, BundleBookmark, LastUpdated};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, from_unix};
@@ -29,11 +30,13 @@ const LIST: Endpoint = Endpoint {
     not_found: NotFound::Stop(
         "check api_key, that the account has the Data Export pack, and base_url",
     ),
+    refused: None,
 };
 
 const GET: Endpoint = Endpoint {
     name: "get",
     not_found: NotFound::Stop("the bundle is gone; check base_url and re-run to list again"),
+    refused: None,
 };
 
 /// One bundle as listed.
@@ -83,14 +86,7 @@ impl DataExport {
             self.client.base_url()
         );
         let resp = self.client.get(&url, LIST).await?;
-        let body = resp.bytes().await.map_err(|e| {
-            Failure::retry(format!(
-                "reading the bundle list failed: {}",
-                chain(&e.without_url())
-            ))
-        })?;
-        let body = crate::http::body::decoded(&body)
-            .map_err(|why| Failure::retry(format!("reading the bundle list failed: {why}")))?;
+        let body = read_small(resp, "the bundle list").await?;
         let parsed: ListBody = serde_json::from_slice(&body).map_err(|e| {
             Failure::retry(format!(
                 "the bundle list is not the expected JSON ({e}): {}",

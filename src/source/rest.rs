@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 
 use super::{Body, Source};
 use crate::error::{Error, Result};
+use crate::http::body::read_small;
 use crate::http::retry::Retry;
-use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::redact;
 use crate::state::{Bookmark, LastUpdated};
@@ -50,16 +51,19 @@ const V1: Paging = Paging {
 const LIST: Endpoint = Endpoint {
     name: "rest_list",
     not_found: NotFound::Stop("check api_url"),
+    refused: None,
 };
 
 const USER: Endpoint = Endpoint {
     name: "rest_user",
     not_found: NotFound::Gone,
+    refused: None,
 };
 
 const SETTINGS: Endpoint = Endpoint {
     name: "rest_settings",
     not_found: NotFound::Stop("check api_url"),
+    refused: None,
 };
 
 /// One REST stream of one account.
@@ -464,27 +468,16 @@ impl Pages {
 impl Requests {
     /// One GET, its whole body; one attempt.
     async fn fetch(&self, url: &str, endpoint: Endpoint) -> std::result::Result<Vec<u8>, Failure> {
+        let prefix = format!("{}: ", self.stream);
         let resp = self
             .client
             .get_as(url, endpoint, Some(&self.forbidden))
             .await
             .map_err(|f| match f {
-                Failure::Fatal(Error::Api(why)) => {
-                    Failure::Fatal(Error::Api(format!("{}: {why}", self.stream)))
-                }
+                Failure::Fatal(e) => Failure::Fatal(e.prefixed(&prefix)),
                 other => other,
             })?;
-        let body = resp.bytes().await.map_err(|e| {
-            Failure::retry(format!(
-                "reading the answer to GET {} failed: {}",
-                redact::url(url),
-                chain(&e.without_url())
-            ))
-        })?;
-        // Gunzipped when the bytes say gzip, as bundles and lists are.
-        let body = crate::http::body::decoded(&body)
-            .map_err(|why| Failure::retry(format!("GET {}: {why}", redact::url(url))))?;
-        Ok(body.into_owned())
+        read_small(resp, &format!("the answer to GET {}", redact::url(url))).await
     }
 }
 

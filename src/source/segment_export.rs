@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 use super::{HttpBody, Source};
 use crate::config::{Config, SegmentSettings};
 use crate::error::{Error, Result};
+use crate::http::body::read_object;
 use crate::http::retry::Retry;
-use crate::http::{Client, Endpoint, Failure, NotFound, chain, snippet};
+use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::state::{Bookmark, LastUpdated, PendingExport, WindowBookmark};
 use crate::time::format_rfc3339;
@@ -55,21 +56,25 @@ const ENTITLEMENT: &str = "Segment Export needs an API key with the Admin or Arc
 const CREATE: Endpoint = Endpoint {
     name: "segment_export_create",
     not_found: NotFound::Stop("check api_url and segment_id (the segment must exist)"),
+    refused: Some(ENTITLEMENT),
 };
 
 const OPERATION: Endpoint = Endpoint {
     name: "operation",
     not_found: NotFound::Gone,
+    refused: Some(ENTITLEMENT),
 };
 
 const RESULTS: Endpoint = Endpoint {
     name: "segment_export_results",
     not_found: NotFound::Gone,
+    refused: Some(ENTITLEMENT),
 };
 
 const DOWNLOAD: Endpoint = Endpoint {
     name: "segment_export_download",
     not_found: NotFound::Stop("the download link has expired"),
+    refused: None,
 };
 
 /// One export window: `[start, end)` on `EventStart`.
@@ -168,12 +173,8 @@ impl SegmentExport {
         let answer = self
             .retry
             .run(&what, None, || async {
-                let resp = self
-                    .client
-                    .post_json(&url, CREATE, &body)
-                    .await
-                    .map_err(entitled)?;
-                read_json(resp, "the export creation").await
+                let resp = self.client.post_json(&url, CREATE, &body).await?;
+                read_object(resp, "the export creation").await
             })
             .await?;
         match answer.get("operationId") {
@@ -201,8 +202,8 @@ impl SegmentExport {
             let polled = self
                 .retry
                 .run(&what, None, || async {
-                    let resp = self.client.get(&url, OPERATION).await.map_err(entitled)?;
-                    read_json(resp, "the operation").await
+                    let resp = self.client.get(&url, OPERATION).await?;
+                    read_object(resp, "the operation").await
                 })
                 .await;
             let op = match polled {
@@ -289,8 +290,8 @@ impl SegmentExport {
         let found = self
             .retry
             .run(&what, None, || async {
-                let resp = self.client.get(&url, RESULTS).await.map_err(entitled)?;
-                read_json(resp, "the export results").await
+                let resp = self.client.get(&url, RESULTS).await?;
+                read_object(resp, "the export results").await
             })
             .await;
         let answer = match found {
@@ -541,35 +542,6 @@ fn next_boundary(t: DateTime<Utc>, size: TimeDelta) -> Option<DateTime<Utc>> {
     midnight.checked_add_signed(TimeDelta::milliseconds(k * size_ms))
 }
 
-/// Reads a JSON object answer; a body that is not one is worth a retry.
-async fn read_json(resp: reqwest::Response, what: &str) -> Result<Value, Failure> {
-    let body = resp.bytes().await.map_err(|e| {
-        Failure::retry(format!(
-            "reading {what} failed: {}",
-            chain(&e.without_url())
-        ))
-    })?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        _ => Err(Failure::retry(format!(
-            "{what} is not the expected JSON object: {}",
-            snippet(&body)
-        ))),
-    }
-}
-
-/// Adds what Segment Export needs to a refusal of the key.
-fn entitled(failure: Failure) -> Failure {
-    match failure {
-        Failure::Fatal(Error::Api(detail))
-            if detail.contains("HTTP 401") || detail.contains("HTTP 403") =>
-        {
-            Failure::Fatal(Error::Api(format!("{detail}; {ENTITLEMENT}")))
-        }
-        other => other,
-    }
-}
-
 /// Whether the server answered 404 or 410: the operation or its results are
 /// gone. Told by status, never by what a body says.
 fn is_not_found(e: &Error) -> bool {
@@ -621,15 +593,7 @@ mod tests {
     }
 
     #[test]
-    fn refusals_name_the_entitlement() {
-        let f = entitled(Failure::Fatal(Error::Api(
-            "POST x answered HTTP 403 Forbidden: {}".into(),
-        )));
-        let text = match f {
-            Failure::Fatal(e) => e.to_string(),
-            Failure::Retry { why, .. } | Failure::Gone(why) => why,
-        };
-        assert!(text.contains("Admin or Architect") && text.contains("Segment Export entitlement"));
+    fn a_404_is_told_by_status() {
         assert!(is_not_found(&Error::Gone("GET y answered HTTP 404".into())));
         // A body that quotes a 404 does not make an error one.
         assert!(!is_not_found(&Error::Api(

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
+use crate::json_file::{json_kind, read_json_object};
 use crate::stream::{EVENTS, STREAMS, StreamDef};
 
 /// The JSON type a schema field expects, used to check values cheaply.

@@ -20,6 +20,7 @@ pub mod cli;
 pub(crate) mod config;
 pub(crate) mod error;
 pub(crate) mod http;
+pub(crate) mod json_file;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
 pub mod read;

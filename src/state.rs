@@ -7,8 +7,8 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::config::{json_kind, read_json_object};
 use crate::error::{Error, Result};
+use crate::json_file::{json_kind, read_json_object};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
 use crate::stream::{Backend, LAST_UPDATED, STREAMS, StreamDef};

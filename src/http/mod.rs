@@ -84,7 +84,7 @@ pub(crate) struct Client {
     direct: OnceLock<reqwest::Client>,
     /// How to build either; only the one base_url needs is built up front
     /// (building one takes a noticeable moment).
-    settings: Settings,
+    options: ClientOptions,
     base_url: String,
     api_url: String,
     /// Scheme, host and port of `base_url` and `api_url`: the only origins
@@ -125,7 +125,7 @@ impl Client {
         let client = Client {
             proxied: OnceLock::new(),
             direct: OnceLock::new(),
-            settings: Settings {
+            options: ClientOptions {
                 user_agent: config.user_agent.clone(),
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
@@ -151,7 +151,7 @@ impl Client {
         if let Some(client) = cell.get() {
             return Ok(client);
         }
-        let built = build(&self.settings, proxy)?;
+        let built = build(&self.options, proxy)?;
         Ok(cell.get_or_init(|| built))
     }
 
@@ -398,20 +398,20 @@ fn transport(e: &reqwest::Error) -> Transport {
 }
 
 /// What a reqwest client is built from.
-struct Settings {
+struct ClientOptions {
     user_agent: String,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
 
 /// One reqwest client; `proxy` says whether proxy environment variables apply.
-fn build(settings: &Settings, proxy: bool) -> Result<reqwest::Client, Error> {
+fn build(options: &ClientOptions, proxy: bool) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(settings.user_agent.clone())
-        .connect_timeout(settings.connect_timeout)
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(options.connect_timeout)
         // A read timeout, not a total one: a multi-GB bundle may take
         // many minutes, but a silent connection must not hang the run.
-        .read_timeout(settings.request_timeout)
+        .read_timeout(options.request_timeout)
         // A Referer would hand the previous URL, query and all (a signed
         // link's signature), to the next host.
         .referer(false)

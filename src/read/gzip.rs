@@ -150,13 +150,13 @@ fn open<'a, R: Read + 'a>(input: R) -> io::Result<Box<dyn BufRead + 'a>> {
     Ok(reader)
 }
 
-/// A `BufRead` that counts the bytes taken from it.
-struct Counted<R> {
+/// A `BufRead` that knows how far into it reading has got.
+struct Positioned<R> {
     inner: R,
     pos: u64,
 }
 
-impl<R: BufRead> Read for Counted<R> {
+impl<R: BufRead> Read for Positioned<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(out)?;
         self.pos += n as u64;
@@ -164,7 +164,7 @@ impl<R: BufRead> Read for Counted<R> {
     }
 }
 
-impl<R: BufRead> BufRead for Counted<R> {
+impl<R: BufRead> BufRead for Positioned<R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         self.inner.fill_buf()
     }
@@ -180,7 +180,7 @@ impl<R: BufRead> BufRead for Counted<R> {
 /// another member) apart from a body that ended early.
 struct Members<R> {
     /// `None` once the input is used up.
-    decoder: Option<GzDecoder<Counted<R>>>,
+    decoder: Option<GzDecoder<Positioned<R>>>,
     /// Where the offsets in errors count from, e.g. "of the body".
     of: &'static str,
     /// Where the current member starts.
@@ -190,7 +190,7 @@ struct Members<R> {
 impl<R: BufRead> Members<R> {
     fn new(input: R, of: &'static str) -> Self {
         Members {
-            decoder: Some(GzDecoder::new(Counted {
+            decoder: Some(GzDecoder::new(Positioned {
                 inner: input,
                 pos: 0,
             })),

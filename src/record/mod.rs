@@ -1,142 +1,52 @@
-//! Record shaping: one event's JSON in, one Singer RECORD line out.
+//! Record shaping: one record's JSON in, one Singer RECORD line out.
 //!
 //! Values are never re-encoded: each field's JSON text is copied exactly as
 //! FullStory sent it, so 64-bit IDs, long decimals and escaped strings come
-//! through byte for byte. Keys the schema does not name, and known keys whose
-//! value does not have the schema's type, go into the declared `ExtraFields`
-//! object instead of being dropped; `values` decides which values keep their
-//! field and which are rewritten. Streams with a derived key (events) get
-//! an `EventKey` from the event's identity fields (see
-//! [`crate::stream::IDENTITY_FIELDS`]); streams with natural keys do not.
+//! through byte for byte. The [`Shaper`] here walks a record's keys; each
+//! concept it uses has a file of its own:
+//!
+//! - `index`: a key's schema field, found by name;
+//! - `values`: whether a value keeps its field, and what is rewritten so
+//!   targets can load it;
+//! - `extra`: `ExtraFields`, where keys the schema does not name, and
+//!   values not of their field's type, go instead of being dropped;
+//! - `key`: the `EventKey` of streams that derive one (events), from the
+//!   identity fields (see [`crate::stream::IDENTITY_FIELDS`]);
+//! - `parse`: reading the JSON object, and saying where one that is not
+//!   valid JSON goes wrong.
 
+mod extra;
+mod index;
+mod key;
+mod parse;
 mod values;
 
+pub use key::REPEAT_WINDOW;
 pub use values::MAX_DEPTH;
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
 use serde::Deserializer as _;
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
 use crate::catalog::{FieldKind, Schema, Selection};
 use crate::stream::{EXTRA_FIELD, StreamDef};
 use crate::time::format_micros;
-use values::{
-    Nested, canonical_into, fits, number_token_fits, quote_bad_numbers, replace_lone_surrogates,
-    scan_nested,
-};
+use extra::Extras;
+use index::FieldIndex;
+use key::{KEY_HEX_LEN, KeyMaker, write_hex};
+use parse::{EventVisitor, json_error, last_of_each_key};
+use values::{Nested, fits, quote_bad_numbers, replace_lone_surrogates, scan_nested};
 
-/// How many distinct identities a bundle remembers to number repeats. Events
-/// identical in every identity field get occurrence numbers 0, 1, 2, ... in
-/// bundle order; the window keeps memory flat however large the bundle.
-pub const REPEAT_WINDOW: usize = 8_192;
-
-const KEY_HEX_LEN: usize = 32;
-
-/// Why one event could not be shaped.
+/// Why one record could not be shaped.
 #[derive(Debug)]
 pub struct ShapeError(pub String);
 
 impl fmt::Display for ShapeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Hashes keys that are already hashes (the 128-bit identities) by taking
-/// their low bits.
-#[derive(Default)]
-struct PreHashed(u64);
-
-impl Hasher for PreHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(word);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-type RepeatMap = HashMap<u128, u32, BuildHasherDefault<PreHashed>>;
-
-/// Field name to slot, by open addressing on a hash of the name's first and
-/// last eight bytes and its length: names are short and trusted, and this
-/// lookup runs for every key of every event.
-struct FieldIndex {
-    table: Vec<u16>,
-    names: Vec<Box<[u8]>>,
-}
-
-const EMPTY: u16 = u16::MAX;
-
-/// A quick hash of a short name from its first and last eight bytes and length.
-fn name_hash(key: &[u8]) -> u64 {
-    let n = key.len();
-    let mut head = [0u8; 8];
-    let mut tail = [0u8; 8];
-    let k = n.min(8);
-    head[..k].copy_from_slice(&key[..k]);
-    tail[..k].copy_from_slice(&key[n - k..]);
-    (u64::from_le_bytes(head) ^ u64::from_le_bytes(tail).rotate_left(29) ^ n as u64)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-impl FieldIndex {
-    fn new(names: &[&str]) -> FieldIndex {
-        let size = (names.len() * 8).next_power_of_two().max(64);
-        let mut index = FieldIndex {
-            table: vec![EMPTY; size],
-            names: names.iter().map(|n| n.as_bytes().into()).collect(),
-        };
-        for (i, name) in names.iter().enumerate() {
-            let mut at = index.slot(name.as_bytes());
-            while index.table[at] != EMPTY {
-                at = (at + 1) & (size - 1);
-            }
-            index.table[at] = i as u16;
-        }
-        index
-    }
-
-    fn slot(&self, key: &[u8]) -> usize {
-        (name_hash(key) >> 32) as usize & (self.table.len() - 1)
-    }
-
-    #[cfg(test)]
-    fn get(&self, key: &str) -> Option<usize> {
-        self.find(key).ok()
-    }
-
-    /// The slot of `key`, or the key's [`name_hash`] when it has none (the
-    /// caller notes unknown keys by that hash).
-    fn find(&self, key: &str) -> Result<usize, u64> {
-        let key = key.as_bytes();
-        let hash = name_hash(key);
-        let mask = self.table.len() - 1;
-        let mut at = (hash >> 32) as usize & mask;
-        loop {
-            let i = self.table[at];
-            if i == EMPTY {
-                return Err(hash);
-            }
-            if *self.names[usize::from(i)] == *key {
-                return Ok(usize::from(i));
-            }
-            at = (at + 1) & mask;
-        }
     }
 }
 
@@ -155,12 +65,9 @@ pub struct Shaper {
     slots: Vec<FieldSlot>,
     by_name: FieldIndex,
     extra_selected: bool,
-    /// Where each identity field's canonical bytes sit in `identity_bytes`.
-    identity: Vec<Option<(usize, usize)>>,
-    identity_bytes: Vec<u8>,
-    extras: Vec<u8>,
-    repeats: RepeatMap,
-    repeat_order: VecDeque<u128>,
+    /// The event key, for streams that derive one.
+    key: KeyMaker,
+    extras: Extras,
     suffix: Vec<u8>,
     /// Where the record's first field goes in the line being written.
     fields_at: usize,
@@ -173,28 +80,12 @@ pub struct Shaper {
     fixed: Vec<u8>,
     /// Schema slots seen in this event, to notice a key given twice.
     seen_slots: Vec<u64>,
-    /// Where each ExtraFields key of this event sits in `extras`, and a
-    /// filter of their hashes so most keys need no comparison at all.
-    extra_keys: Vec<(usize, usize)>,
-    extra_filter: [u64; 4],
-    last_extra_key: (usize, usize),
     /// Whether this event gave some key more than once.
     duplicate: bool,
     /// The slot whose value [`Shaper::captured`] gives, if any.
     capture: Option<usize>,
     /// That value's JSON text in the record shaped last, if it had one.
     captured: Option<Vec<u8>>,
-}
-
-/// The part of an event a parse error is in.
-#[derive(Debug)]
-enum Reading {
-    Start,
-    /// A key, after the given field (if any).
-    Key(Option<String>),
-    /// The value of this field.
-    Value(String),
-    End,
 }
 
 /// What this bundle needed changed so targets can load it; reported once
@@ -240,18 +131,12 @@ impl Shaper {
         let mut shaper = Shaper {
             stream,
             seen_slots: vec![0; slots.len().div_ceil(64)],
-            extra_keys: Vec::new(),
-            extra_filter: [0; 4],
-            last_extra_key: (0, 0),
             duplicate: false,
             slots,
             by_name: FieldIndex::new(&names),
             extra_selected: selection.has_field(stream.extra_field),
-            identity: vec![None; identity.len()],
-            identity_bytes: Vec::new(),
-            extras: Vec::new(),
-            repeats: RepeatMap::default(),
-            repeat_order: VecDeque::new(),
+            key: KeyMaker::new(identity.len()),
+            extras: Extras::default(),
             suffix: Vec::new(),
             fields_at: 0,
             events: 0,
@@ -280,8 +165,7 @@ impl Shaper {
 
     /// Resets per-unit state; `extracted` becomes the records' `time_extracted`.
     pub fn start_unit(&mut self, extracted: DateTime<Utc>) {
-        self.repeats.clear();
-        self.repeat_order.clear();
+        self.key.start_unit();
         self.events = 0;
         self.counts = Counts::default();
         self.suffix.clear();
@@ -379,7 +263,7 @@ impl Shaper {
         }
         if let Err(e) = result {
             out.truncate(start);
-            return Err(self.json_error(text, &e));
+            return Err(json_error(self.events, text, &e));
         }
 
         if !self.extras.is_empty() && self.extra_selected {
@@ -389,13 +273,13 @@ impl Shaper {
             out.push(b'"');
             out.extend_from_slice(self.stream.extra_field.as_bytes());
             out.extend_from_slice(b"\":{");
-            out.extend_from_slice(&self.extras);
+            out.extend_from_slice(self.extras.members());
             out.push(b'}');
         }
         out.extend_from_slice(&self.suffix);
 
         if let Some(at) = key_at {
-            let key = self.event_key();
+            let key = self.key.key();
             write_hex(key, &mut out[at..at + KEY_HEX_LEN]);
         }
         Ok(())
@@ -421,48 +305,11 @@ impl Shaper {
         self.parse(text, Some(&keep), out)
     }
 
-    /// Says which event, which field and which byte a parse error is at.
-    /// The shaper only sees the event, so the byte is counted from its start.
-    fn json_error(&self, text: &str, e: &serde_json::Error) -> ShapeError {
-        let place = match locate(text) {
-            Reading::Start => String::new(),
-            Reading::Key(Some(prev)) => format!(" in the key after field {}", quoted(&prev)),
-            Reading::Key(None) => " in its first key".to_string(),
-            Reading::Value(key) => format!(" in the value of field {}", quoted(&key)),
-            Reading::End => " after its closing brace".to_string(),
-        };
-        // serde_json counts lines from 1 and bytes within the line.
-        let at = match e.line() {
-            0 => String::new(),
-            line => {
-                let line_start = line
-                    .checked_sub(2)
-                    .and_then(|n| memchr::memchr_iter(b'\n', text.as_bytes()).nth(n))
-                    .map_or(0, |nl| nl + 1);
-                let byte = (line_start + e.column()).saturating_sub(1);
-                format!(", at byte {byte} of the record (counting from 0 at its opening brace)")
-            }
-        };
-        let why = e.to_string();
-        let why = why
-            .rsplit_once(" at line ")
-            .map_or(why.as_str(), |(w, _)| w);
-        ShapeError(format!(
-            "record {} is not valid JSON{place}{at}: {why}",
-            self.events
-        ))
-    }
-
     fn reset_event(&mut self) {
         self.captured = None;
-        for slot in &mut self.identity {
-            *slot = None;
-        }
-        self.identity_bytes.clear();
+        self.key.start_event();
         self.extras.clear();
         self.seen_slots.fill(0);
-        self.extra_keys.clear();
-        self.extra_filter = [0; 4];
         self.duplicate = false;
     }
 
@@ -493,48 +340,6 @@ impl Shaper {
         &line[start..end]
     }
 
-    /// Hash of the identity fields, then of that and the repeat number.
-    fn event_key(&mut self) -> u128 {
-        let mut h = Xxh3::new();
-        for (i, range) in self.identity.iter().enumerate() {
-            h.update(&[i as u8]);
-            match *range {
-                None => h.update(&[0]),
-                Some((from, to)) => {
-                    let bytes = &self.identity_bytes[from..to];
-                    h.update(&[1]);
-                    h.update(&(bytes.len() as u64).to_le_bytes());
-                    h.update(bytes);
-                }
-            }
-        }
-        let identity = h.digest128();
-        let seen = match self.repeats.get_mut(&identity) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                if self.repeat_order.len() == REPEAT_WINDOW
-                    && let Some(old) = self.repeat_order.pop_front()
-                {
-                    self.repeats.remove(&old);
-                }
-                self.repeat_order.push_back(identity);
-                self.repeats.insert(identity, 0);
-                0
-            }
-        };
-        if seen == 0 {
-            identity
-        } else {
-            let mut buf = [0u8; 20];
-            buf[..16].copy_from_slice(&identity.to_le_bytes());
-            buf[16..].copy_from_slice(&seen.to_le_bytes());
-            xxh3_128(&buf)
-        }
-    }
-
     /// Handles one key/value pair of the event.
     fn field(&mut self, key: &str, key_escaped: bool, raw: &RawValue, out: &mut Vec<u8>) {
         let text = raw.get();
@@ -542,10 +347,7 @@ impl Shaper {
         let idx = match self.by_name.find(key) {
             Ok(idx) => idx,
             Err(hash) => {
-                self.push_extra(key, key_escaped, text);
-                if self.extra_selected {
-                    self.note_extra_key(hash);
-                }
+                self.push_extra(key, key_escaped, hash, text);
                 return;
             }
         };
@@ -561,9 +363,7 @@ impl Shaper {
         }
         let slot = &mut self.slots[idx];
         if let Some(id) = slot.identity {
-            let from = self.identity_bytes.len();
-            canonical_into(value, &mut self.identity_bytes);
-            self.identity[id] = Some((from, self.identity_bytes.len()));
+            self.key.note(id, value);
         }
         if !slot.selected {
             return;
@@ -577,7 +377,7 @@ impl Shaper {
                     slot.kind
                 );
             }
-            self.push_extra(key, key_escaped, text);
+            self.push_extra(key, key_escaped, index::name_hash(key.as_bytes()), text);
             return;
         }
         let nested = match value[0] {
@@ -585,7 +385,7 @@ impl Shaper {
             _ => Nested::Fine,
         };
         if nested == Nested::TooDeep {
-            self.push_extra(key, key_escaped, text);
+            self.push_extra(key, key_escaped, index::name_hash(key.as_bytes()), text);
             return;
         }
         if out.len() > self.fields_at {
@@ -601,27 +401,9 @@ impl Shaper {
         }
     }
 
-    /// Records the ExtraFields key just written, noting whether this event
-    /// already had it. Keys are compared as written, which is canonical;
-    /// `hash` is the [`name_hash`] of the decoded key, so equal keys share it.
-    fn note_extra_key(&mut self, hash: u64) {
-        let (from, to) = self.last_extra_key;
-        let key = &self.extras[from..to];
-        let bit = (hash >> 56) as usize;
-        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
-        if self.extra_filter[word] & mask != 0
-            && self
-                .extra_keys
-                .iter()
-                .any(|&(f, t)| self.extras[f..t] == *key)
-        {
-            self.duplicate = true;
-        }
-        self.extra_filter[word] |= mask;
-        self.extra_keys.push((from, to));
-    }
-
-    fn push_extra(&mut self, key: &str, key_escaped: bool, text: &str) {
+    /// Puts a key the record's schema fields do not take into
+    /// `ExtraFields`; `hash` is its [`index::name_hash`].
+    fn push_extra(&mut self, key: &str, key_escaped: bool, hash: u64, text: &str) {
         if !self.extra_selected {
             // Look before inserting: this runs per key per event, and the
             // key is only copied the first time it is seen.
@@ -633,179 +415,12 @@ impl Shaper {
             }
             return;
         }
-        if !self.extras.is_empty() {
-            self.extras.push(b',');
+        if self
+            .extras
+            .push(key, key_escaped, hash, text, &mut self.counts)
+        {
+            self.duplicate = true;
         }
-        let key_from = self.extras.len();
-        if key_escaped {
-            // serde_json's escaping of a `&str` cannot fail.
-            let _ = serde_json::to_writer(&mut self.extras, key);
-        } else {
-            self.extras.push(b'"');
-            self.extras.extend_from_slice(key.as_bytes());
-            self.extras.push(b'"');
-        }
-        self.last_extra_key = (key_from, self.extras.len());
-        self.extras.push(b':');
-        let value = text.as_bytes();
-        match value.first() {
-            Some(b'{' | b'[') => match scan_nested(value) {
-                Nested::Fine => self.extras.extend_from_slice(value),
-                Nested::TooDeep => {
-                    self.counts.too_deep += 1;
-                    // Escaping a `&str` cannot fail.
-                    let _ = serde_json::to_writer(&mut self.extras, text);
-                }
-                Nested::BadNumbers => {
-                    self.counts.numbers_as_text += quote_bad_numbers(value, &mut self.extras);
-                }
-            },
-            Some(b'-' | b'0'..=b'9') if !number_token_fits(value) => {
-                self.counts.numbers_as_text += 1;
-                self.extras.push(b'"');
-                self.extras.extend_from_slice(value);
-                self.extras.push(b'"');
-            }
-            _ => self.extras.extend_from_slice(value),
-        }
-    }
-}
-
-fn write_hex(value: u128, out: &mut [u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in out.iter_mut().enumerate() {
-        let shift = (KEY_HEX_LEN - 1 - i) * 4;
-        *byte = HEX[((value >> shift) & 0xf) as usize];
-    }
-}
-
-/// Parses `text` again to find the part that fails: only on the error path,
-/// so the usual one costs nothing.
-fn locate(text: &str) -> Reading {
-    struct Locate<'r>(&'r mut Reading);
-    impl<'de> Visitor<'de> for Locate<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an event object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut prev = None;
-            loop {
-                *self.0 = Reading::Key(prev.take());
-                let Some(key) = map.next_key::<Key<'de>>()? else {
-                    break;
-                };
-                *self.0 = Reading::Value(key.0.into_owned());
-                map.next_value::<&'de RawValue>()?;
-                if let Reading::Value(key) = std::mem::replace(self.0, Reading::Start) {
-                    prev = Some(key);
-                }
-            }
-            *self.0 = Reading::End;
-            Ok(())
-        }
-    }
-    let mut reading = Reading::Start;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let _ = de
-        .deserialize_map(Locate(&mut reading))
-        .and_then(|()| de.end());
-    reading
-}
-
-/// A field name for a message: quoted and escaped, and cut short if long.
-fn quoted(key: &str) -> String {
-    const MAX: usize = 80;
-    match key.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{:?}...", &key[..cut]),
-        None => format!("{key:?}"),
-    }
-}
-
-/// For each key/value pair of the event object, whether no later pair has
-/// the same key.
-fn last_of_each_key(text: &str) -> Result<Vec<bool>, serde_json::Error> {
-    struct Keys;
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Vec<Key<'de>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an event object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut keys = Vec::new();
-            while let Some(key) = map.next_key::<Key<'de>>()? {
-                map.next_value::<de::IgnoredAny>()?;
-                keys.push(key);
-            }
-            Ok(keys)
-        }
-    }
-    let keys = serde_json::Deserializer::from_str(text).deserialize_map(Keys)?;
-    let mut last = HashMap::with_capacity(keys.len());
-    for (i, key) in keys.iter().enumerate() {
-        last.insert(&*key.0, i);
-    }
-    Ok(keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| last.get(&*key.0) == Some(&i))
-        .collect())
-}
-
-/// A map key that borrows from the input unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> de::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-struct EventVisitor<'s, 'o, 'k> {
-    shaper: &'s mut Shaper,
-    out: &'o mut Vec<u8>,
-    /// Which pairs to shape, by position; all when `None`.
-    keep: Option<&'k [bool]>,
-}
-
-impl<'de> Visitor<'de> for EventVisitor<'_, '_, '_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut at = 0;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            let raw: &'de RawValue = map.next_value()?;
-            if self.keep.is_none_or(|keep| keep.get(at) == Some(&true)) {
-                let escaped = matches!(key.0, Cow::Owned(_));
-                self.shaper.field(&key.0, escaped, raw, self.out);
-            }
-            at += 1;
-        }
-        Ok(())
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for EventVisitor<'_, '_, '_> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
     }
 }
 
@@ -1026,7 +641,7 @@ mod tests {
             ),
             (
                 br#"[1]"#,
-                &["record 7 ", "at byte 0 ", "expected an event object"],
+                &["record 7 ", "at byte 0 ", "expected a JSON object"],
             ),
         ];
         for (event, words) in cases {

@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::batch::BatchConfig;
 use crate::error::{Error, Result};
+use crate::json_file::read_json_object;
 use crate::redact;
 use crate::time::parse_datetime;
 use crate::urls::is_loopback;
@@ -80,16 +81,16 @@ pub(crate) struct SegmentSettings {
 
 /// Where a setting's value came from, for error messages.
 #[derive(Debug, Clone)]
-enum Source {
+enum Origin {
     File(PathBuf),
     Env(String),
 }
 
-impl Source {
+impl Origin {
     fn describe(&self, key: &str) -> String {
         match self {
-            Source::File(path) => format!("config file '{}': key '{key}'", path.display()),
-            Source::Env(var) => format!("environment variable {var}"),
+            Origin::File(path) => format!("config file '{}': key '{key}'", path.display()),
+            Origin::Env(var) => format!("environment variable {var}"),
         }
     }
 }
@@ -100,23 +101,23 @@ pub(crate) const ENV_SOURCE: &str = "ENV";
 /// Raw settings gathered from every source, later ones overriding earlier ones.
 #[derive(Debug, Default)]
 pub(crate) struct RawConfig {
-    values: Vec<(String, Value, Source)>,
+    values: Vec<(String, Value, Origin)>,
 }
 
 impl RawConfig {
     /// Sets `key` as if a file `test.json` held it.
     #[cfg(test)]
     pub(crate) fn set_for_test(&mut self, key: &str, value: &str) {
-        let source = Source::File(PathBuf::from("test.json"));
+        let source = Origin::File(PathBuf::from("test.json"));
         self.set(key.to_string(), Value::String(value.to_string()), source);
     }
 
-    fn set(&mut self, key: String, value: Value, source: Source) {
+    fn set(&mut self, key: String, value: Value, source: Origin) {
         self.values.retain(|(k, _, _)| *k != key);
         self.values.push((key, value, source));
     }
 
-    fn get(&self, key: &str) -> Option<(&Value, &Source)> {
+    fn get(&self, key: &str) -> Option<(&Value, &Origin)> {
         self.values
             .iter()
             .find(|(k, _, _)| k == key)
@@ -127,7 +128,7 @@ impl RawConfig {
     pub(crate) fn add_file(&mut self, path: &Path) -> Result<()> {
         let object = read_json_object(path, "config")?;
         for (key, value) in object {
-            self.set(key, value, Source::File(path.to_path_buf()));
+            self.set(key, value, Origin::File(path.to_path_buf()));
         }
         Ok(())
     }
@@ -142,7 +143,7 @@ impl RawConfig {
                 self.set(
                     setting.name.to_string(),
                     Value::String(value),
-                    Source::Env(var),
+                    Origin::Env(var),
                 );
             }
         }
@@ -151,9 +152,22 @@ impl RawConfig {
     /// The streams selected by default besides the always-default ones: the
     /// individuals stream when `source` is `segment_export`.
     pub(crate) fn default_streams(&self) -> &'static [&'static str] {
-        match self.get("source") {
-            Some((Value::String(s), _)) if s == "segment_export" => &["individuals"],
-            _ => &[],
+        match self.events_source() {
+            Ok(EventsSource::SegmentExport) => &["individuals"],
+            // A bad `source` is reported when the config is validated.
+            Ok(EventsSource::DataExport) | Err(_) => &[],
+        }
+    }
+
+    /// Where the events stream comes from: the `source` setting.
+    fn events_source(&self) -> Result<EventsSource> {
+        match self.string("source")?.as_deref() {
+            None | Some("data_export") => Ok(EventsSource::DataExport),
+            Some("segment_export") => Ok(EventsSource::SegmentExport),
+            Some(other) => Err(self.bad(
+                "source",
+                &format!("is {other:?}; use \"data_export\" or \"segment_export\""),
+            )),
         }
     }
 
@@ -203,16 +217,7 @@ impl RawConfig {
             None => default_of("base_url").to_string(),
         };
 
-        let source = match self.string("source")?.as_deref() {
-            None | Some("data_export") => EventsSource::DataExport,
-            Some("segment_export") => EventsSource::SegmentExport,
-            Some(other) => {
-                return Err(self.bad(
-                    "source",
-                    &format!("is {other:?}; use \"data_export\" or \"segment_export\""),
-                ));
-            }
-        };
+        let source = self.events_source()?;
         let api_url = match self.string("api_url")? {
             Some(url) => check_base_url(&url).map_err(|why| self.bad("api_url", &why))?,
             None => default_of("api_url").to_string(),
@@ -419,7 +424,7 @@ fn missing(key: &str) -> Error {
     ))
 }
 
-fn bad(source: &Source, key: &str, why: &str) -> Error {
+fn bad(source: &Origin, key: &str, why: &str) -> Error {
     Error::Input(format!("{} {why}", source.describe(key)))
 }
 
@@ -465,45 +470,6 @@ fn check_base_url(url: &str) -> std::result::Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
-/// Reads a file that must hold one JSON object; `what` names it in errors.
-pub(crate) fn read_json_object(path: &Path, what: &'static str) -> Result<Map<String, Value>> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|source| Error::InputRead {
-        what,
-        path: shown.to_string(),
-        source,
-    })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::Input(format!(
-            "{what} file '{shown}' is empty; it must hold a JSON object"
-        )));
-    }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Error::Input(format!(
-            "{what} file '{shown}' holds a JSON {}; it must hold a JSON object",
-            json_kind(&other)
-        ))),
-        Err(source) => Err(Error::InputJson {
-            what,
-            path: shown.to_string(),
-            source,
-        }),
-    }
-}
-
-/// The JSON type name of a value, for messages.
-pub(crate) fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,7 +483,7 @@ mod tests {
     fn raw(value: Value) -> RawConfig {
         let mut raw = RawConfig::default();
         for (k, v) in value.as_object().unwrap() {
-            raw.set(k.clone(), v.clone(), Source::File(PathBuf::from("c.json")));
+            raw.set(k.clone(), v.clone(), Origin::File(PathBuf::from("c.json")));
         }
         raw
     }
@@ -559,7 +525,7 @@ mod tests {
         r.set(
             "start_date".into(),
             json!("2025-01-01"),
-            Source::File("b.json".into()),
+            Origin::File("b.json".into()),
         );
         let cfg = r.validate(now()).unwrap();
         assert_eq!(cfg.start_date.to_rfc3339(), "2025-01-01T00:00:00+00:00");

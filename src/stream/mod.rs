@@ -103,7 +103,7 @@ pub const IDENTITY_FIELDS: &[&str] = &[
 /// Every event, from Data Export bundles or Segment Export.
 pub static EVENTS: StreamDef = StreamDef {
     name: "events",
-    schema: include_str!("../schemas/events.json"),
+    schema: include_str!("../../schemas/events.json"),
     key_properties: &[KEY_FIELD],
     replication_method: ReplicationMethod::Incremental,
     replication_key: Some(REPLICATION_KEY),
@@ -120,7 +120,7 @@ pub static EVENTS: StreamDef = StreamDef {
 /// individual exports; selected by default only with `source: segment_export`.
 pub static INDIVIDUALS: StreamDef = StreamDef {
     name: "individuals",
-    schema: include_str!("../schemas/individuals.json"),
+    schema: include_str!("../../schemas/individuals.json"),
     key_properties: &["IndvId"],
     replication_method: ReplicationMethod::Incremental,
     replication_key: None,

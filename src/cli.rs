@@ -134,6 +134,13 @@ fn run(args: Args) -> Result<()> {
         .build()
         .map_err(Error::Runtime)?;
     let mut out = SingerWriter::stdout()?;
+    // A file size limit (ulimit -f) reached by the spool or a batch file
+    // raises SIGXFSZ, which would kill the process; caught, it leaves the
+    // write failing with EFBIG, reported like a full disk. The handler stays
+    // for the life of the process.
+    let _file_size_limit = runtime.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
+    });
     runtime.spawn(shutdown_watchdog());
     let result = runtime.block_on(async {
         tokio::select! {

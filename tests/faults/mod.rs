@@ -7,10 +7,10 @@ mod hostile;
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use fullstory_demo::{BundleSpec, Encoding, Fault, Route, Server, ServerOptions, gzip};
+use rustix::process::Signal;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -529,7 +529,7 @@ fn target_exiting_mid_stream_stops_the_tap_within_a_second() {
     );
 }
 
-fn interrupt_mid_bundle(signal: i32, code: i32) {
+fn interrupt_mid_bundle(signal: Signal, code: i32) {
     let specs = bundles(4, 20, Encoding::GzipFile);
     let srv = server(specs.clone());
     srv.push_fault(
@@ -547,7 +547,7 @@ fn interrupt_mid_bundle(signal: i32, code: i32) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    unsafe { libc::kill(child.id() as i32, signal) };
+    kill(child.id(), signal);
     let run = Run::from(child.wait_with_output().unwrap());
     run.assert_no_secret();
     assert_stopped_consistently(&run, code, &specs);
@@ -567,12 +567,12 @@ fn interrupt_mid_bundle(signal: i32, code: i32) {
 
 #[test]
 fn sigterm_mid_bundle_stops_with_consistent_state() {
-    interrupt_mid_bundle(libc::SIGTERM, 143);
+    interrupt_mid_bundle(Signal::TERM, 143);
 }
 
 #[test]
 fn sigint_mid_bundle_stops_with_consistent_state() {
-    interrupt_mid_bundle(libc::SIGINT, 130);
+    interrupt_mid_bundle(Signal::INT, 130);
 }
 
 #[test]
@@ -594,20 +594,9 @@ fn full_spool_disk_is_a_clear_error_and_nothing_is_emitted_for_the_bundle() {
     let specs = bundles(2, 200, Encoding::GzipFile);
     let srv = server(specs.clone());
     let tap = Tap::new().config(&config(&srv));
-    let mut cmd = tap.command();
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: 8 * 1024,
-                rlim_max: 8 * 1024,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // prlimit (util-linux) sets the limit for the tap alone; the tap turns
+    // the SIGXFSZ that comes with it into a plain write error.
+    let mut cmd = tap.command_under(&["prlimit", "--fsize=8192:8192", "--"]);
     let run = Run::from(cmd.output().unwrap());
     run.assert_no_secret();
     assert_stopped_consistently(&run, 1, &specs);
@@ -629,7 +618,7 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
     // Keep stdout open but never read it: the tap blocks once the pipe is full.
     let _stdout = child.stdout.take().unwrap();
     let started = Instant::now();
-    let pid = child.id() as i32;
+    let pid = child.id();
     // Wait until the tap is really blocked writing into the full pipe; on a
     // busy machine a fixed sleep may end before the first bundle goes out.
     while !blocked_on_pipe(pid) && started.elapsed() < Duration::from_secs(20) {
@@ -637,14 +626,14 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
     }
     assert!(blocked_on_pipe(pid), "the tap never blocked on its stdout");
     assert!(srv.get_count(&specs[0].id) > 0);
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    kill(pid, Signal::TERM);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "still draining after the first signal"
     );
     let second = Instant::now();
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    kill(pid, Signal::TERM);
     let status = child.wait().unwrap();
     assert!(
         second.elapsed() < Duration::from_secs(2),
@@ -654,8 +643,14 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
     assert_eq!(status.code(), Some(143));
 }
 
+/// Sends `signal` to process `pid`.
+fn kill(pid: u32, signal: Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid");
+    rustix::process::kill_process(pid, signal).expect("kill the tap");
+}
+
 /// Whether a thread of process `pid` sleeps in a write to a pipe.
-fn blocked_on_pipe(pid: i32) -> bool {
+fn blocked_on_pipe(pid: u32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };

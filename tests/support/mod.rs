@@ -102,7 +102,21 @@ impl Tap {
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tap-fullstory"));
+        self.command_under(&[])
+    }
+
+    /// The command run through `wrapper` (a program and its arguments, the
+    /// tap's path and arguments after them), e.g. `prlimit ... --`.
+    pub fn command_under(&self, wrapper: &[&str]) -> Command {
+        let tap = env!("CARGO_BIN_EXE_tap-fullstory");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(tap);
+                cmd
+            }
+            None => Command::new(tap),
+        };
         cmd.args(&self.args)
             .env_remove("TAP_FULLSTORY_LOG_LEVEL")
             .env("TMPDIR", self.dir.path())

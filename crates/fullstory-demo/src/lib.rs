@@ -1,10 +1,16 @@
-//! A FullStory-compatible export server for demos and tests.
+//! A FullStory-compatible server for demos and tests, over plain HTTP/1.1
+//! on 127.0.0.1, laid out by the API it imitates:
 //!
-//! It serves the two legacy export endpoints (`/api/v1/export/list` and
-//! `/api/v1/export/get`) over plain HTTP/1.1 on 127.0.0.1, from bundles held
-//! in memory, and the Segment Export flow over the same events (see
-//! `segment.rs`: the `api_url` is the same URL), and can inject faults (error statuses, truncated or reset
-//! bodies, stalls, lying `Content-Length`, ...) one request at a time. It is
+//! - `data_export`: the legacy bundles, `/api/v1/export/list` and `/get`,
+//!   from bundles held in memory, under a download rate limit;
+//! - `segment_export`: the Segment Export flow over the same events (its
+//!   `api_url` is the same URL), with links that expire;
+//! - `rest`: users, segments and the recording settings with their history;
+//! - `faults`: misbehaviours injected one request at a time (error statuses,
+//!   truncated or reset bodies, stalls, lying `Content-Length`, ...);
+//! - `synth`: the deterministic synthetic data.
+//!
+//! This file holds the server: accepting, routing, recording requests. It is
 //! written on `std::net` and threads, not on an HTTP library, so that tests
 //! control exactly which bytes go on the wire.
 //!
@@ -18,22 +24,27 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod data_export;
+mod faults;
 mod http;
 mod rest;
-mod segment;
+mod segment_export;
 mod synth;
 #[cfg(test)]
 mod tests;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub use data_export::{BundleSpec, Encoding};
+use faults::{Delivery, deliver};
+pub use faults::{Fault, Route};
 use http::{ReadOutcome, Request};
 pub use rest::{RestData, RestUser, SETTINGS_PATHS, synthetic_rest};
 use sliding_window::SlidingWindow;
@@ -43,134 +54,6 @@ pub use synth::{gzip, synthetic_bundles, synthetic_events};
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one write may block on a client that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between sending the last bytes and resetting under `Fault::Reset`,
-/// so the client normally reads those bytes before the RST arrives.
-const RESET_GRACE: Duration = Duration::from_millis(50);
-
-/// How a bundle body is put on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    /// `Content-Type: application/gzip`, gzipped body (the usual case).
-    GzipFile,
-    /// `Content-Type: application/json` with `Content-Encoding: gzip`.
-    ContentEncodingGzip,
-    /// `Content-Type: application/json`, the JSON text as is.
-    Plain,
-}
-
-/// One export bundle as the server holds it.
-#[derive(Clone, Debug)]
-pub struct BundleSpec {
-    /// Rendered in the list as a JSON integer if it is a canonical u64
-    /// (digits, no leading zero), else as a JSON string.
-    pub id: String,
-    pub start: i64,
-    pub stop: i64,
-    /// Exact bytes served by `/get`.
-    pub body: Vec<u8>,
-    pub content_type: String,
-    pub content_encoding: Option<String>,
-    /// Number of events in the body (informational).
-    pub events: usize,
-}
-
-impl BundleSpec {
-    /// A bundle whose body is `json` (a JSON array of events) encoded per `enc`.
-    pub fn from_events_json(
-        id: impl Into<String>,
-        start: i64,
-        stop: i64,
-        json: Vec<u8>,
-        events: usize,
-        enc: Encoding,
-    ) -> Self {
-        let (body, content_type, content_encoding) = match enc {
-            Encoding::GzipFile => (gzip(&json), "application/gzip", None),
-            Encoding::ContentEncodingGzip => {
-                (gzip(&json), "application/json", Some("gzip".to_string()))
-            }
-            Encoding::Plain => (json, "application/json", None),
-        };
-        BundleSpec {
-            id: id.into(),
-            start,
-            stop,
-            body,
-            content_type: content_type.to_string(),
-            content_encoding,
-            events,
-        }
-    }
-}
-
-/// Which requests a fault applies to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
-    List,
-    /// `None` matches a `/get` for any id.
-    Get(Option<String>),
-    /// A REST resource by its exact path, e.g. `/v2/users` or
-    /// `/settings/recording/v1/privacy/history`.
-    Path(String),
-    /// Segment Export: `POST /segments/v1/exports`.
-    SegmentCreate,
-    /// Segment Export: `GET /operations/v1/{id}`.
-    Operation,
-    /// Segment Export: `GET /search/v1/exports/{id}/results`.
-    Results,
-    /// Segment Export: the file download from a `location` link.
-    Download,
-}
-
-/// A misbehaviour to apply to the next matching request instead of (or on
-/// top of) the normal response.
-#[derive(Clone, Debug)]
-pub enum Fault {
-    /// Answer with this status, headers and body (e.g. 429 + `Retry-After`,
-    /// 500, 503, 404). `Content-Type` defaults to `application/json`;
-    /// `Content-Length` is computed unless given in `headers`.
-    Status {
-        code: u16,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    },
-    /// Declare the full `Content-Length`, send `after` body bytes, then close
-    /// cleanly (FIN).
-    Truncate { after: usize },
-    /// Send `after` body bytes, then reset the connection (RST, via
-    /// `SO_LINGER` 0).
-    Reset { after: usize },
-    /// Send `after` body bytes, sleep `pause`, then send the rest.
-    Stall { after: usize, pause: Duration },
-    /// Send the body in `chunk`-byte pieces with `delay` between pieces.
-    Trickle { chunk: usize, delay: Duration },
-    /// Answer 200 with this content type and body instead of the real one.
-    Body { content_type: String, body: Vec<u8> },
-    /// Send the true body but declare this `Content-Length`, then close.
-    LyingContentLength { declared: usize },
-    /// Read the request, then close without answering.
-    Drop,
-    /// Answer with this status and, as a `text/plain` body, the request line
-    /// and headers as received, the way debug proxies and WAF pages echo
-    /// them (the `Authorization` header included).
-    Echo { code: u16 },
-}
-
-impl Fault {
-    fn name(&self) -> &'static str {
-        match self {
-            Fault::Status { .. } => "status",
-            Fault::Truncate { .. } => "truncate",
-            Fault::Reset { .. } => "reset",
-            Fault::Stall { .. } => "stall",
-            Fault::Trickle { .. } => "trickle",
-            Fault::Body { .. } => "body",
-            Fault::LyingContentLength { .. } => "lying-content-length",
-            Fault::Drop => "drop",
-            Fault::Echo { .. } => "echo",
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -235,7 +118,7 @@ struct Shared {
     by_id: HashMap<String, usize>,
     page_size: usize,
     state: Mutex<State>,
-    segment: segment::Exports,
+    segment: segment_export::Exports,
 }
 
 #[derive(Default)]
@@ -254,7 +137,7 @@ enum Target {
     List,
     Get(Option<String>),
     Rest(String),
-    Segment(segment::Call),
+    Segment(segment_export::Call),
     Unknown,
 }
 
@@ -264,7 +147,7 @@ impl Target {
             "/api/v1/export/list" => Target::List,
             "/api/v1/export/get" => Target::Get(req.param("id")),
             path if RestData::serves(path) => Target::Rest(path.to_string()),
-            _ => segment::Call::of(req).map_or(Target::Unknown, Target::Segment),
+            _ => segment_export::Call::of(req).map_or(Target::Unknown, Target::Segment),
         }
     }
 
@@ -296,16 +179,6 @@ impl Response<'static> {
     }
 }
 
-/// How the chosen response goes on the wire.
-enum Delivery {
-    Full,
-    Truncate(usize),
-    Reset(usize),
-    Stall(usize, Duration),
-    Trickle(usize, Duration),
-    Lie(usize),
-}
-
 impl Server {
     /// Bind 127.0.0.1:`opts.port` and start serving on a background thread.
     pub fn start(opts: ServerOptions) -> io::Result<Server> {
@@ -332,7 +205,7 @@ impl Server {
                 rest: opts.rest,
                 ..State::default()
             }),
-            segment: segment::Exports::new(format!("http://{addr}")),
+            segment: segment_export::Exports::new(format!("http://{addr}")),
         });
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -496,59 +369,13 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 Some(shared.respond(&req, &target, authorized, &mut st, at, true)),
                 Delivery::Full,
             ),
-            Some(Fault::Status {
-                code,
-                mut headers,
-                body,
-            }) => {
-                if !headers
-                    .iter()
-                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-                {
-                    headers.insert(0, ("Content-Type".into(), "application/json".into()));
-                }
-                (
-                    Some(Response {
-                        status: code,
-                        headers,
-                        body: Cow::Owned(body),
-                    }),
-                    Delivery::Full,
-                )
-            }
-            Some(Fault::Body { content_type, body }) => (
-                Some(Response {
-                    status: 200,
-                    headers: vec![("Content-Type".into(), content_type)],
-                    body: Cow::Owned(body),
-                }),
-                Delivery::Full,
-            ),
-            Some(Fault::Drop) => (None, Delivery::Full),
-            Some(Fault::Echo { code }) => (
-                Some(Response {
-                    status: code,
-                    headers: vec![("Content-Type".into(), "text/plain".into())],
-                    body: Cow::Owned(echo(&req)),
-                }),
-                Delivery::Full,
-            ),
-            // The remaining faults distort the normal response, which then
-            // does not count against the rate limit.
-            Some(other) => {
-                let delivery = match other {
-                    Fault::Truncate { after } => Delivery::Truncate(after),
-                    Fault::Reset { after } => Delivery::Reset(after),
-                    Fault::Stall { after, pause } => Delivery::Stall(after, pause),
-                    Fault::Trickle { chunk, delay } => Delivery::Trickle(chunk, delay),
-                    Fault::LyingContentLength { declared } => Delivery::Lie(declared),
-                    _ => Delivery::Full,
-                };
-                (
+            Some(fault) => match faults::apply(fault, &req) {
+                (Some(instead), delivery) => (instead, delivery),
+                (None, delivery) => (
                     Some(shared.respond(&req, &target, authorized, &mut st, at, false)),
                     delivery,
-                )
-            }
+                ),
+            },
         };
         let status = resp.as_ref().map(|r| r.status);
         tracing::debug!(method = %req.method, path = %req.path, query = %req.query, ?status, fault = ?fault_name, "demo request");
@@ -575,17 +402,6 @@ impl State {
             .iter()
             .position(|(route, _)| target.matches(route))?;
         self.faults.remove(pos).map(|(_, fault)| fault)
-    }
-
-    /// Admit one download under the sliding-window limit, or return the whole
-    /// seconds (at least 1) until the oldest download leaves the window.
-    fn admit_download(&mut self, now: Instant) -> Result<(), u64> {
-        let Some(downloads) = &mut self.downloads else {
-            return Ok(());
-        };
-        downloads
-            .try_admit(now)
-            .map_err(|wait| (wait.as_nanos().div_ceil(1_000_000_000) as u64).max(1))
     }
 }
 
@@ -616,54 +432,8 @@ impl Shared {
             return Response::json(401, r#"{"code":"unauthorized"}"#);
         }
         match target {
-            Target::List => {
-                let start = req.param("start").and_then(|s| s.parse::<i64>().ok());
-                match start {
-                    Some(start) if start > 0 => {
-                        let body = match &st.list_override {
-                            Some(b) => b.clone(),
-                            None => self.list_body(start),
-                        };
-                        Response::json(200, body)
-                    }
-                    _ => Response::json(
-                        400,
-                        r#"{"code":"invalid_argument","message":"start must be a positive integer (unix seconds)"}"#,
-                    ),
-                }
-            }
-            Target::Get(id) => {
-                if limited && let Err(secs) = st.admit_download(now) {
-                    let mut r = Response::json(429, r#"{"code":"rate_limited"}"#);
-                    r.headers.push(("Retry-After".into(), secs.to_string()));
-                    return r;
-                }
-                let Some(id) = id else {
-                    return Response::json(
-                        400,
-                        r#"{"code":"invalid_argument","message":"missing id"}"#,
-                    );
-                };
-                let Some(&i) = self.by_id.get(id) else {
-                    return Response::json(404, r#"{"code":"not_found"}"#);
-                };
-                let b = &self.bundles[i];
-                let mut headers = vec![("Content-Type".to_string(), b.content_type.clone())];
-                if let Some(ce) = &b.content_encoding {
-                    headers.push(("Content-Encoding".into(), ce.clone()));
-                }
-                if b.content_type == "application/gzip" {
-                    headers.push((
-                        "Content-Disposition".into(),
-                        format!("attachment; filename=\"{}-DataExport.json.gz\"", b.id),
-                    ));
-                }
-                Response {
-                    status: 200,
-                    headers,
-                    body: Cow::Borrowed(&b.body),
-                }
-            }
+            Target::List => self.list(req, st),
+            Target::Get(id) => self.get(id.as_ref(), st, now, limited),
             Target::Rest(path) => {
                 let (status, body) = st.rest.respond(path, |name| req.param(name));
                 Response::json(status, body)
@@ -671,115 +441,4 @@ impl Shared {
             Target::Unknown | Target::Segment(_) => unreachable!("handled above"),
         }
     }
-
-    /// `{"exports":[...]}`: up to a page of bundles with Stop > start,
-    /// by Stop ascending.
-    fn list_body(&self, start: i64) -> Vec<u8> {
-        let mut out = String::from(r#"{"exports":["#);
-        let page = self
-            .by_stop
-            .iter()
-            .map(|&i| &self.bundles[i])
-            .filter(|b| b.stop > start)
-            .take(self.page_size);
-        for (n, b) in page.enumerate() {
-            if n > 0 {
-                out.push(',');
-            }
-            out.push_str(r#"{"Id":"#);
-            match b.id.parse::<u64>() {
-                Ok(v) if v.to_string() == b.id => out.push_str(&b.id),
-                _ => synth::escape_into(&mut out, &b.id, false, false),
-            }
-            out.push_str(&format!(r#","Start":{},"Stop":{}}}"#, b.start, b.stop));
-        }
-        out.push_str("]}");
-        out.into_bytes()
-    }
-}
-
-/// The request head as received, for `Fault::Echo`.
-fn echo(req: &Request) -> Vec<u8> {
-    let mut out = format!("{} {}", req.method, req.path);
-    if !req.query.is_empty() {
-        out.push('?');
-        out.push_str(&req.query);
-    }
-    out.push_str(" HTTP/1.1\r\n");
-    for (name, value) in &req.headers {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.into_bytes()
-}
-
-/// Write `resp` as `delivery` says, then close the connection.
-fn deliver(
-    stream: &mut TcpStream,
-    resp: Option<Response<'_>>,
-    delivery: Delivery,
-) -> io::Result<()> {
-    let Some(resp) = resp else {
-        // Fault::Drop: the request was read; close without a byte.
-        let _ = stream.shutdown(Shutdown::Both);
-        return Ok(());
-    };
-    let body = &resp.body[..];
-    let len = body.len();
-    let head = |declared| http::head(resp.status, &resp.headers, declared);
-    match delivery {
-        Delivery::Full => {
-            stream.write_all(&head(len))?;
-            stream.write_all(body)?;
-        }
-        Delivery::Lie(declared) => {
-            stream.write_all(&head(declared))?;
-            stream.write_all(body)?;
-        }
-        Delivery::Truncate(after) => {
-            stream.write_all(&head(len))?;
-            stream.write_all(&body[..after.min(len)])?;
-        }
-        Delivery::Reset(after) => {
-            stream.write_all(&head(len))?;
-            stream.write_all(&body[..after.min(len)])?;
-            stream.flush()?;
-            thread::sleep(RESET_GRACE);
-            reset(stream);
-            return Ok(());
-        }
-        Delivery::Stall(after, pause) => {
-            let after = after.min(len);
-            stream.write_all(&head(len))?;
-            stream.write_all(&body[..after])?;
-            stream.flush()?;
-            thread::sleep(pause);
-            stream.write_all(&body[after..])?;
-        }
-        Delivery::Trickle(chunk, delay) => {
-            stream.write_all(&head(len))?;
-            for (i, piece) in body.chunks(chunk.max(1)).enumerate() {
-                if i > 0 {
-                    thread::sleep(delay);
-                }
-                stream.write_all(piece)?;
-                stream.flush()?;
-            }
-        }
-    }
-    stream.flush()?;
-    // FIN after the last byte; the stream itself is closed by its owner.
-    let _ = stream.shutdown(Shutdown::Write);
-    Ok(())
-}
-
-/// Abort the connection with an RST: with `SO_LINGER` set to 0, closing the
-/// socket sends RST instead of FIN.
-fn reset(stream: &mut TcpStream) {
-    if socket2::SockRef::from(&*stream)
-        .set_linger(Some(Duration::ZERO))
-        .is_err()
-    {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    // The RST goes out when the caller drops the stream.
 }

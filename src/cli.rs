@@ -18,7 +18,7 @@ use crate::state::State;
 #[command(name = "tap-fullstory", version, about, long_about = None)]
 pub(crate) struct Args {
     /// Config file (JSON). Repeat to layer files, later keys winning; `ENV`
-    /// reads TAP_FULLSTORY_<SETTING> variables instead of a file.
+    /// reads `TAP_FULLSTORY_<SETTING>` variables instead of a file.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Vec<PathBuf>,
 
@@ -71,7 +71,7 @@ pub fn main() -> i32 {
 
 /// Keeps glibc from raising its mmap threshold as buffers churn, so large
 /// short-lived buffers go back to the system and peak memory stays flat
-/// however long the bundle.
+/// however long the unit.
 fn settle_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before other threads exist.
@@ -165,7 +165,7 @@ fn print_stdout(text: &str) -> Result<()> {
         .map_err(Error::from_output)
 }
 
-/// After a signal, how long a bundle already going to stdout may take to
+/// After a signal, how long a unit already going to stdout may take to
 /// finish (with its STATE) before the process stops regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 

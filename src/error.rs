@@ -53,7 +53,8 @@ pub(crate) enum Error {
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 
-    /// A unit of work (a bundle) could not be read completely and correctly.
+    /// A unit of work (a bundle, a window, a REST resource) could not be read
+    /// completely and correctly.
     #[error("{0}")]
     Unit(String),
 
@@ -100,7 +101,7 @@ impl fmt::Display for Signal {
 
 /// Exit code for bad command line, config, state or catalog.
 pub(crate) const EXIT_INPUT: i32 = 2;
-/// Exit code for failures while syncing (API, network, bundle data, spool).
+/// Exit code for failures while syncing (API, network, unit data, spool).
 pub(crate) const EXIT_RUNTIME: i32 = 1;
 /// Exit code when the target stopped reading stdout.
 pub(crate) const EXIT_OUTPUT_CLOSED: i32 = 3;

@@ -1,17 +1,18 @@
-//! tap-fullstory: a Singer tap that syncs FullStory events, from Data Export
-//! bundles or the Segment Export API, and individuals from Segment Export.
+//! tap-fullstory: a Singer tap that syncs FullStory events (from Data
+//! Export bundles or the Segment Export API), individuals (Segment Export),
+//! and users, segments and recording settings (the REST APIs).
 //!
 //! The pipeline, in the order a run goes through it:
-//! [`cli`] → [`config`], [`state`], [`catalog`] (over the streams in
-//! [`stream`]) → `run` (each selected stream from its source) → `pipeline`
-//! (the exactly-once loop: fetch ahead, spool, verify, commit) driving a
-//! `source` (Data Export bundles or Segment Export windows, over `http` with
-//! retry and pacing) →
-//! [`read`] (gunzip, split the JSON array or NDJSON into events) →
-//! [`record`] (selection, key, extra fields) → [`singer`] (stdout). [`error`]
-//! maps failures to exit codes; `redact` keeps credentials out of everything
-//! printed. The FullStory-compatible export server used for demos, tests and
-//! benchmarks is the `fullstory-demo` crate.
+//! [`cli`] → `config`, `state`, [`catalog`] (over the streams in
+//! [`stream`]) → `run` (decides each selected stream's source) → `pipeline`
+//! (the one exactly-once loop: fetch ahead, spool, verify, commit) driving a
+//! `source` (Data Export bundles, Segment Export windows or a REST resource,
+//! over `http` with retry and pacing) → [`read`] (gunzip, split the JSON
+//! array or NDJSON into records) → [`record`] (selection, key, extra fields)
+//! → `spool` (the compressed file a unit waits in) → `singer` (stdout).
+//! `error` maps failures to exit codes; `redact` keeps credentials out of
+//! everything printed. The FullStory-compatible server used for demos, tests
+//! and benchmarks is the `fullstory-demo` crate.
 
 pub(crate) mod about;
 pub(crate) mod batch;

@@ -3,7 +3,7 @@
 //! signed-URL query strings, whatever text they arrive in.
 //!
 //! Server text (error bodies, unexpected pages, error chains, URLs) goes
-//! through [`redact`] or [`url`] where it is quoted; [`Stderr`] runs every
+//! through [`redact`] or [`url()`] where it is quoted; [`Stderr`] runs every
 //! log line through [`redact`] again on its way out, as a last line of
 //! defence for text nobody thought to redact.
 

@@ -85,7 +85,7 @@ impl<W: Write> SingerWriter<W> {
         }))
     }
 
-    /// Copies already-formed message lines (a spooled bundle or REST stream,
+    /// Copies already-formed message lines (a spooled unit,
     /// zstd-compressed) to the output. Decompression runs on a thread of its own, so it
     /// overlaps the writes to the target.
     pub(crate) fn copy_compressed_spool(&mut self, spool: &mut File) -> Result<u64> {

@@ -26,7 +26,7 @@ pub(crate) enum Bookmark {
 }
 
 impl Bookmark {
-    /// The bookmark of a bundle stream.
+    /// The bookmark of the events stream fed by bundles.
     pub(crate) fn bundle(&self) -> Option<&BundleBookmark> {
         match self {
             Bookmark::Bundle(b) => Some(b),

@@ -1,12 +1,18 @@
-//! The exactly-once loop, for any [`Source`]: list the units after the
-//! bookmark, then for each one fetch, read and shape it into a private,
-//! compressed spool file, and only once it has all arrived intact, copy it to
-//! stdout followed by the STATE that covers it. With `batch_config` the spool
-//! is the unit's batch file, published and named in a BATCH message instead.
+//! The exactly-once loop, the one every stream goes through, whatever its
+//! [`Source`]: list the units after the bookmark, then for each one fetch,
+//! read and shape it into a private, compressed spool file, and only once it
+//! has all arrived intact, copy it to stdout followed by the STATE that
+//! covers it. With `batch_config` the spool is the unit's batch file,
+//! published and named in a BATCH message instead. [`Pipeline::commit`] is
+//! the one place records (or BATCH messages) and their STATE are written;
+//! the SCHEMA, the STATEs a source asks for when it readies a unit, and the
+//! closing STATE are written by [`Pipeline::run`] around it.
 //!
 //! That order is what makes a run safe to kill at any point: the STATE after
 //! a unit is written only after every one of its records, and no record of a
-//! unit is written before the unit has been verified complete.
+//! unit is written before the unit has been verified complete. A stream
+//! bookmarked by its records (see [`Source::watermark`]) has the records its
+//! bookmark covers left out as they are shaped, in `shape`.
 //!
 //! Concurrency, on the CLI's two-worker multi-threaded runtime:
 //!
@@ -18,7 +24,9 @@
 //!    │  units(bookmark) once, then per unit in order:
 //!    │  prepare (may write a STATE naming work in flight), then
 //!    │  spawn up to 1 + S::LOOKAHEAD fetch tasks ─▶ fetch task: pace, open,
-//!    │                                            body.chunk() ──mpsc(4)──▶
+//!    │                                            body.chunk() (a download,
+//!    │                                            or a REST resource's next
+//!    │                                            page) ──mpsc(4)──▶
 //!    │                                            blocking thread: ChannelReader
 //!    │                                            → read → shape ─chunks─▶
 //!    │                                            "spool-compress" thread:
@@ -26,8 +34,8 @@
 //!    │  await the oldest task ◀── Spooled (verified) or error; faults retry
 //!    │                            the whole unit inside its task; a unit
 //!    │                            the source renews is prepared again
-//!    └─ block_in_place: unzstd spool → stdout (or publish the batch
-//!       file → BATCH), then STATE
+//!    └─ commit, in block_in_place: unzstd spool ("unspool" thread) → stdout
+//!       (or publish the batch file → BATCH), then STATE
 //! watchdog task: after a signal, exits if output does not drain in time
 //! ```
 //!

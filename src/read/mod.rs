@@ -1,16 +1,16 @@
-//! The bundle reader: a downloaded body in, the raw bytes of each event out, the body proven complete.
+//! The body reader: a unit's body in, the raw bytes of each record out, the body proven complete.
 //!
-//! Two layers meet here. [`gzip`] sniffs the body (plain, gzip, several gzip
+//! Two layers meet here. `gzip` sniffs the body (plain, gzip, several gzip
 //! members, or gzip inside gzip) and inflates it on a thread of its own,
 //! handing over large blocks; a splitter for the body's [`Format`] cuts those
-//! blocks into events: [`json_array`] for a top-level JSON array of objects
-//! (what FullStory sends), [`ndjson`] for one JSON object per line.
+//! blocks into records: `json_array` for a top-level JSON array of objects
+//! (what FullStory sends), `ndjson` for one JSON object per line.
 //!
 //! Completeness is the point: a body only counts as read when every gzip
 //! member's CRC and length trailer checked out and the format's own end was
 //! seen (for a JSON array: closed, with nothing but whitespace after it).
 //! Anything short of that is an error, so a truncated download can never pass
-//! for a smaller bundle.
+//! for a smaller unit.
 
 mod gzip;
 mod json_array;
@@ -31,7 +31,7 @@ pub enum Format {
     Ndjson,
 }
 
-/// Figures from reading one bundle.
+/// Figures from reading one body.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReadStats {
     /// Events in the body.
@@ -40,7 +40,7 @@ pub struct ReadStats {
     pub json_bytes: u64,
 }
 
-/// Why a bundle could not be read.
+/// Why a body could not be read.
 #[derive(Debug)]
 pub enum ReadError<E> {
     /// The body has nothing in it once decompressed.

@@ -88,8 +88,8 @@ pub struct Shaper {
     captured: Option<Vec<u8>>,
 }
 
-/// What this bundle needed changed so targets can load it; reported once
-/// per bundle by [`Shaper::finish_bundle`].
+/// What this unit needed changed so targets can load it; reported once
+/// per unit by [`Shaper::finish_unit`].
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Counts {
     /// Numbers written as strings of their text (beyond `i64` or `f64`).
@@ -520,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn repeats_get_distinct_keys_and_reset_per_bundle() {
+    fn repeats_get_distinct_keys_and_reset_per_unit() {
         let mut s = shaper();
         let k1 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();
         let k2 = shape(&mut s, EVENT).1["record"]["EventKey"].clone();

@@ -68,8 +68,8 @@ pub(crate) async fn sync<W: Write>(
                 let source = SegmentExport::new(&config, client, retry, ExportType::Individuals);
                 stream.sync(source, &mut state, out).await?;
             }
-            Backend::Rest(kind) => {
-                let source = Rest::new(client, retry, def, kind);
+            Backend::Rest(resource) => {
+                let source = Rest::new(client, retry, def, resource);
                 stream.sync(source, &mut state, out).await?;
             }
         }

@@ -1,8 +1,9 @@
-//! The REST source: users, segments and the recording settings (with their
-//! history) read page by page from `api_url`. A stream is one unit: its
-//! pages, joined into one JSON array as they arrive, are the unit's body, so
-//! its records go through the pipeline like a bundle's, and are written
-//! (with the STATE that covers them) only once every page has been read.
+//! The REST source: any resource of `api_url` a REST stream names (see
+//! [`crate::stream::rest`]: its path, how it is read, the role it needs),
+//! read page by page. A stream is one unit: its pages, joined into one JSON
+//! array as they arrive, are the unit's body, so its records go through the
+//! pipeline like a bundle's, and are written (with the STATE that covers
+//! them) only once every page has been read.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,31 +23,8 @@ use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::redact;
 use crate::state::{Bookmark, LastUpdated};
-use crate::stream::{LAST_UPDATED, RestKind, StreamDef};
+use crate::stream::{Paging, Reading, Resource, StreamDef};
 use crate::urls::url_escape;
-
-/// Versions or segments asked for per page (FullStory's maximum).
-const PAGE_LIMIT: u32 = 100;
-
-/// How a resource pages: the query parameter that takes the token, and the
-/// body keys that may carry the next one.
-struct Paging {
-    param: &'static str,
-    next: &'static [&'static str],
-}
-
-/// `/v2/users` pages by `page_token` / `next_page_token`.
-const V2: Paging = Paging {
-    param: "page_token",
-    next: &["next_page_token"],
-};
-
-/// The v1 APIs page by `paginationToken` / `nextPaginationToken` (an older
-/// page of the docs spells the answer `next_pagination_token`).
-const V1: Paging = Paging {
-    param: "paginationToken",
-    next: &["nextPaginationToken", "next_pagination_token"],
-};
 
 const LIST: Endpoint = Endpoint {
     name: "rest_list",
@@ -69,14 +47,16 @@ const SETTINGS: Endpoint = Endpoint {
 /// One REST stream of one account.
 pub(crate) struct Rest {
     requests: Requests,
-    kind: RestKind,
+    resource: Resource,
+    /// The field the stream is bookmarked on, if any.
+    watermark: Option<&'static str>,
 }
 
 /// The unit of a REST stream: the whole resource.
 #[derive(Debug, Clone)]
-pub(crate) struct Resource {
+pub(crate) struct Whole {
     stream: &'static str,
-    path: String,
+    path: &'static str,
 }
 
 /// What every request of a stream needs: the client, the retry policy, and
@@ -91,16 +71,17 @@ struct Requests {
 }
 
 impl Rest {
+    /// The stream `def`, read from `resource`; a stream with a replication
+    /// key is bookmarked on its records' newest value of it.
     pub(crate) fn new(
         client: Arc<Client>,
         retry: Retry,
         def: &'static StreamDef,
-        kind: RestKind,
+        resource: Resource,
     ) -> Rest {
         let forbidden = format!(
             "the '{}' stream needs an API key with the {} role; deselect it or use such a key",
-            def.name,
-            kind.role()
+            def.name, resource.role
         );
         Rest {
             requests: Requests {
@@ -109,25 +90,14 @@ impl Rest {
                 stream: def.name,
                 forbidden: forbidden.into(),
             },
-            kind,
-        }
-    }
-
-    /// The resource's path under `api_url`, query included.
-    fn path(&self) -> String {
-        match self.kind {
-            RestKind::Users | RestKind::User => "/v2/users".to_string(),
-            RestKind::Segments => format!("/segments/v1?limit={PAGE_LIMIT}"),
-            RestKind::Settings(path) => format!("/settings/recording/v1/{path}"),
-            RestKind::History(path) => {
-                format!("/settings/recording/v1/{path}/history?limit={PAGE_LIMIT}")
-            }
+            resource,
+            watermark: def.replication_key,
         }
     }
 }
 
 impl Source for Rest {
-    type Unit = Resource;
+    type Unit = Whole;
     type Body = Pages;
 
     const UNIT: &'static str = "resource";
@@ -141,7 +111,7 @@ impl Source for Rest {
         "records"
     }
 
-    async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Resource>> {
+    async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Whole>> {
         let stream = self.requests.stream;
         match bookmark.and_then(Bookmark::last_updated) {
             Some(b) if self.watermark().is_some() => tracing::info!(
@@ -150,28 +120,26 @@ impl Source for Rest {
             ),
             _ => tracing::info!("{stream}: syncing every record"),
         }
-        Ok(vec![Resource {
+        Ok(vec![Whole {
             stream,
-            path: self.path(),
+            path: self.resource.path,
         }])
     }
 
-    async fn open(&self, resource: &Resource) -> Result<Pages, Failure> {
-        let url = format!("{}{}", self.requests.client.api_url(), resource.path);
-        let step = match self.kind {
-            RestKind::Users | RestKind::Segments | RestKind::History(_) => {
-                Step::Pages(PageWalk::new(url, self.kind))
-            }
-            RestKind::User => {
-                let mut walk = PageWalk::new(url, self.kind);
+    async fn open(&self, whole: &Whole) -> Result<Pages, Failure> {
+        let url = format!("{}{}", self.requests.client.api_url(), whole.path);
+        let step = match self.resource.reading {
+            Reading::Pages { list, paging } => Step::Pages(PageWalk::new(url, list, paging)),
+            Reading::EachUser { list, paging } => {
+                let mut walk = PageWalk::new(url, list, paging);
                 walk.ids = Some(Vec::new());
                 Step::Pages(walk)
             }
-            RestKind::Settings(_) => Step::One(url),
+            Reading::One => Step::One(url),
         };
         Ok(Pages {
             requests: self.requests.clone(),
-            lift: matches!(self.kind, RestKind::Settings(_) | RestKind::History(_)),
+            lift: self.resource.lift_metadata,
             step: Step::Open(Box::new(step)),
             items: 0,
             requests_made: 0,
@@ -180,34 +148,27 @@ impl Source for Rest {
         })
     }
 
-    fn format(&self, _: &Resource) -> Format {
+    fn format(&self, _: &Whole) -> Format {
         Format::JsonArray
     }
 
-    fn id<'u>(&self, resource: &'u Resource) -> &'u str {
-        resource.stream
+    fn id<'u>(&self, whole: &'u Whole) -> &'u str {
+        whole.stream
     }
 
-    fn file_id<'u>(&self, _: &'u Resource) -> Option<&'u str> {
+    fn file_id<'u>(&self, _: &'u Whole) -> Option<&'u str> {
         None
     }
 
-    fn window(&self, resource: &Resource) -> String {
-        resource.path.clone()
+    fn window(&self, whole: &Whole) -> String {
+        whole.path.to_string()
     }
 
     fn watermark(&self) -> Option<&'static str> {
-        match self.kind {
-            RestKind::Settings(_) | RestKind::History(_) => Some(LAST_UPDATED),
-            RestKind::Users | RestKind::User | RestKind::Segments => None,
-        }
+        self.watermark
     }
 
-    fn bookmark_after(
-        &self,
-        _: &Resource,
-        newest: Option<LastUpdated>,
-    ) -> Result<Option<Bookmark>> {
+    fn bookmark_after(&self, _: &Whole, newest: Option<LastUpdated>) -> Result<Option<Bookmark>> {
         Ok(newest.map(Bookmark::LastUpdated))
     }
 
@@ -253,7 +214,7 @@ enum Step {
 /// Paging through a list resource.
 struct PageWalk {
     first: String,
-    paging: &'static Paging,
+    paging: Paging,
     list: &'static str,
     token: Option<String>,
     seen: HashSet<String>,
@@ -264,12 +225,7 @@ struct PageWalk {
 }
 
 impl PageWalk {
-    fn new(first: String, kind: RestKind) -> PageWalk {
-        let (paging, list) = match kind {
-            RestKind::Users | RestKind::User => (&V2, "results"),
-            RestKind::Segments => (&V1, "segments"),
-            RestKind::Settings(_) | RestKind::History(_) => (&V1, "versions"),
-        };
+    fn new(first: String, list: &'static str, paging: Paging) -> PageWalk {
         PageWalk {
             first,
             paging,
@@ -610,6 +566,7 @@ fn user_url(api: &str, id: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::rest::{V1, V2};
 
     fn lifted(object: &str) -> std::result::Result<String, String> {
         let mut out = Vec::new();

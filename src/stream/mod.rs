@@ -3,7 +3,7 @@
 
 pub(crate) mod rest;
 
-pub use rest::{LAST_UPDATED, RestKind};
+pub use rest::{LAST_UPDATED, Paging, Reading, Resource};
 
 /// How a stream is replicated, as the catalog declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub enum Backend {
     /// Segment Export individual exports, whatever `source` says.
     Individuals,
     /// A REST resource on `api_url`.
-    Rest(RestKind),
+    Rest(Resource),
 }
 
 /// A key the tap derives for each record by hashing some of its fields.

@@ -9,7 +9,10 @@
 # `gzip -dc` of the same bundle as a reference for this machine.
 #   scripts/bench.sh [EVENTS ...]      (default: 50000 200000 1000000)
 #   RUNS=5 scripts/bench.sh            (default 3)
-#   TAP=/path/to/tap-fullstory scripts/bench.sh   (compare another build)
+#   TAP=/path/to/tap-fullstory scripts/bench.sh   (measure another build)
+#   BASELINE=/path/to/tap-fullstory scripts/bench.sh   (that build and this
+#     one side by side: the same served bundle, the two alternating in every
+#     round, so the machine's drift hits both alike; one row each)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -19,11 +22,13 @@ runs=${RUNS:-3}
 cargo build --release --quiet --bins
 export PATH="$PWD/target/release:$PATH"
 tap=${TAP:-$PWD/target/release/tap-fullstory}
+taps=("$tap")
+[ -n "${BASELINE:-}" ] && taps=("$BASELINE" "$tap")
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $runs runs each, $tap" >&2
-printf '%-8s %8s %8s %12s %12s %10s %11s %7s %10s\n' events "JSON MB" "gzip MB" "MB/s null" "MB/s pipe" "peak RSS" "peak spool" "spool%" "gzip -dc"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $runs runs each, ${taps[*]}" >&2
+printf '%-9s %-8s %8s %8s %12s %12s %10s %11s %7s %10s\n' build events "JSON MB" "gzip MB" "MB/s null" "MB/s pipe" "peak RSS" "peak spool" "spool%" "gzip -dc"
 for n in "${sizes[@]}"; do
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   fullstory-demo-server --port "$port" --bundles 1 --events "$n" 2>"$work/server.log" &
@@ -42,34 +47,41 @@ for n in "${sizes[@]}"; do
   echo "{\"api_key\": \"demo-key\", \"start_date\": \"2024-01-01\", \"base_url\": \"$base\", \"download_window_seconds\": 0}" >"$work/config.json"
   : >"$work/times"
   for _ in $(seq "$runs"); do
-    for mode in null pipe; do
-      start=$(date +%s.%N)
-      if [ "$mode" = null ]; then
-        /usr/bin/time -f '%M' -o "$work/rss" "$tap" --config "$work/config.json" >/dev/null 2>"$work/tap.log"
-      else
-        /usr/bin/time -f '%M' -o "$work/rss" "$tap" --config "$work/config.json" 2>"$work/tap.log" | cat >/dev/null
-      fi
-      end=$(date +%s.%N)
-      spool=$(grep -o 'peak spool [^(]*([0-9]* bytes)' "$work/tap.log" | grep -o '[0-9]* bytes' | cut -d' ' -f1 || true)
-      echo "$mode $start $end $(cat "$work/rss") ${spool:--1}" >>"$work/times"
+    for t in "${!taps[@]}"; do
+      for mode in null pipe; do
+        start=$(date +%s.%N)
+        if [ "$mode" = null ]; then
+          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config.json" >/dev/null 2>"$work/tap.log"
+        else
+          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config.json" 2>"$work/tap.log" | cat >/dev/null
+        fi
+        end=$(date +%s.%N)
+        spool=$(grep -o 'peak spool [^(]*([0-9]* bytes)' "$work/tap.log" | grep -o '[0-9]* bytes' | cut -d' ' -f1 || true)
+        echo "$t $mode $start $end $(cat "$work/rss") ${spool:--1}" >>"$work/times"
+      done
     done
   done
   kill "$server"; wait "$server" 2>/dev/null || true
 
-  python3 - "$n" "$json_bytes" "$gz_bytes" "$gz_start" "$gz_end" "$work/times" <<'PY'
+  python3 - "$n" "$json_bytes" "$gz_bytes" "$gz_start" "$gz_end" "$work/times" "${#taps[@]}" <<'PY'
 import statistics, sys
 n, json_b, gz_b = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 gz_secs = float(sys.argv[5]) - float(sys.argv[4])
-rates = {"null": [], "pipe": []}
-rss = spool = -1
-for line in open(sys.argv[6]):
-    mode, start, end, rss_kib, spool_b = line.split()
-    rates[mode].append(json_b / 1e6 / (float(end) - float(start)))
-    rss, spool = max(rss, int(rss_kib)), max(spool, int(spool_b))
-med = {m: statistics.median(r) for m, r in rates.items()}
-spool_mb = f"{spool/1e6:7.1f} MB" if spool >= 0 else "      n/a"
-share = f"{100*spool/json_b:6.1f}%" if spool >= 0 else "    n/a"
-print(f"{n:<8} {json_b/1e6:8.1f} {gz_b/1e6:8.1f} {med['null']:12.1f} {med['pipe']:12.1f} {rss/1024:6.1f} MiB {spool_mb:>11} {share:>7} {json_b/1e6/gz_secs:10.1f}")
-print("         runs null: " + " ".join(f"{r:.0f}" for r in rates["null"]) + "; pipe: " + " ".join(f"{r:.0f}" for r in rates["pipe"]), file=sys.stderr)
+builds = int(sys.argv[7])
+names = ["this"] if builds == 1 else ["baseline", "this"]
+for t, name in enumerate(names):
+    rates = {"null": [], "pipe": []}
+    rss = spool = -1
+    for line in open(sys.argv[6]):
+        who, mode, start, end, rss_kib, spool_b = line.split()
+        if int(who) != t:
+            continue
+        rates[mode].append(json_b / 1e6 / (float(end) - float(start)))
+        rss, spool = max(rss, int(rss_kib)), max(spool, int(spool_b))
+    med = {m: statistics.median(r) for m, r in rates.items()}
+    spool_mb = f"{spool/1e6:7.1f} MB" if spool >= 0 else "      n/a"
+    share = f"{100*spool/json_b:6.1f}%" if spool >= 0 else "    n/a"
+    print(f"{name:<9} {n:<8} {json_b/1e6:8.1f} {gz_b/1e6:8.1f} {med['null']:12.1f} {med['pipe']:12.1f} {rss/1024:6.1f} MiB {spool_mb:>11} {share:>7} {json_b/1e6/gz_secs:10.1f}")
+    print(f"          {name} runs null: " + " ".join(f"{r:.0f}" for r in rates["null"]) + "; pipe: " + " ".join(f"{r:.0f}" for r in rates["pipe"]), file=sys.stderr)
 PY
 done

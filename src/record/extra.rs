@@ -3,7 +3,7 @@
 //! field's type), with its value kept as sent, or made loadable.
 
 use super::Counts;
-use super::values::{Nested, number_token_fits, quote_bad_numbers, scan_nested};
+use super::values::{Nested, number_token_fits, rewrite_nested, scan_nested};
 
 /// One record's `ExtraFields` members, as they are written.
 #[derive(Default)]
@@ -68,8 +68,8 @@ impl Extras {
                     // Escaping a `&str` cannot fail.
                     let _ = serde_json::to_writer(&mut self.bytes, text);
                 }
-                Nested::BadNumbers => {
-                    counts.numbers_as_text += quote_bad_numbers(value, &mut self.bytes);
+                Nested::Rewrite => {
+                    counts.numbers_as_text += rewrite_nested(value, &mut self.bytes);
                 }
             },
             Some(b'-' | b'0'..=b'9') if !number_token_fits(value) => {

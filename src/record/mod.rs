@@ -38,7 +38,7 @@ use extra::Extras;
 use index::FieldIndex;
 use key::{KEY_HEX_LEN, KeyMaker, write_hex};
 use parse::{EventVisitor, json_error, last_of_each_key};
-use values::{Nested, fits, quote_bad_numbers, replace_lone_surrogates, scan_nested};
+use values::{Nested, fits, replace_lone_surrogates, rewrite_nested, scan_nested};
 
 /// Why one record could not be shaped.
 #[derive(Debug)]
@@ -394,8 +394,8 @@ impl Shaper {
         out.push(b'"');
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(b"\":");
-        if nested == Nested::BadNumbers {
-            self.counts.numbers_as_text += quote_bad_numbers(value, out);
+        if nested == Nested::Rewrite {
+            self.counts.numbers_as_text += rewrite_nested(value, out);
         } else {
             out.extend_from_slice(value);
         }

@@ -85,8 +85,10 @@ pub(super) enum Nested {
     Fine,
     /// Deeper than [`MAX_DEPTH`]: write its text as a string.
     TooDeep,
-    /// Holds numbers no target can hold: quote them.
-    BadNumbers,
+    /// Holds numbers no target can hold, or line breaks between its tokens
+    /// (a pretty-printed value, which would split the RECORD line): write
+    /// it again with [`rewrite_nested`].
+    Rewrite,
 }
 
 /// Index just past the string whose opening quote is before `i`.
@@ -135,20 +137,19 @@ pub(super) fn scan_nested(v: &[u8]) -> Nested {
                 i = end;
                 continue;
             }
+            // Outside strings, as here, a line break can only be whitespace.
+            b'\n' | b'\r' => bad = true,
             _ => {}
         }
         i += 1;
     }
-    if bad {
-        Nested::BadNumbers
-    } else {
-        Nested::Fine
-    }
+    if bad { Nested::Rewrite } else { Nested::Fine }
 }
 
 /// Copies a nested value to `out` with each number no target can hold
-/// written as a string of its exact text; returns how many there were.
-pub(super) fn quote_bad_numbers(v: &[u8], out: &mut Vec<u8>) -> u64 {
+/// written as a string of its exact text, and each line break between its
+/// tokens written as a space; returns how many numbers were quoted.
+pub(super) fn rewrite_nested(v: &[u8], out: &mut Vec<u8>) -> u64 {
     let mut quoted = 0;
     let mut copied = 0;
     let mut i = 0;
@@ -166,6 +167,12 @@ pub(super) fn quote_bad_numbers(v: &[u8], out: &mut Vec<u8>) -> u64 {
                     quoted += 1;
                 }
                 i = end;
+            }
+            b'\n' | b'\r' => {
+                out.extend_from_slice(&v[copied..i]);
+                out.push(b' ');
+                i += 1;
+                copied = i;
             }
             _ => i += 1,
         }
@@ -320,6 +327,30 @@ mod tests {
         ] {
             assert_eq!(replace_lone_surrogates(cut, &mut out), lone);
         }
+    }
+
+    #[test]
+    fn line_breaks_inside_a_nested_value_become_spaces_so_the_record_stays_one_line() {
+        let mut s = shaper();
+        // Pretty-printed values, in ExtraFields and in a field of the schema
+        // (the events schema has no object field, so a wrong-typed one goes
+        // to ExtraFields too); a "\n" escape inside a string stays.
+        let event = "{\"UserId\":1,\"evt_obj\":{\"a\":\r\n 1,\n \"s\":\"x\\ny\",\n\"b\":[1,\n2]},\"PageName\":[\"p\",\n\"q\"]}";
+        let (line, v) = shape(&mut s, event);
+        assert_eq!(line.matches('\n').count(), 1, "{line:?}");
+        assert!(line.ends_with('\n'));
+        let extra = &v["record"]["ExtraFields"];
+        assert_eq!(
+            extra["evt_obj"],
+            serde_json::json!({"a": 1, "s": "x\ny", "b": [1, 2]})
+        );
+        assert_eq!(extra["PageName"], serde_json::json!(["p", "q"]));
+        // Only the line breaks change: the rest keeps its bytes.
+        assert!(
+            line.contains(r#""evt_obj":{"a":   1,  "s":"x\ny", "b":[1, 2]}"#),
+            "{line}"
+        );
+        assert_eq!(s.finish_unit("bundle").numbers_as_text, 0);
     }
 
     #[test]

@@ -431,6 +431,31 @@ fn a_gzipped_page_is_read_by_its_bytes() {
 }
 
 #[test]
+fn a_pretty_printed_answer_still_gives_one_record_a_line() {
+    let srv = server(Vec::new());
+    let page = b"{\n  \"segments\": [\n    {\n      \"id\": \"s1\",\n      \"name\": \"one\",\r\n      \"tags\": {\n        \"a\": [1,\n 2]\n      }\n    }\n  ]\n}\n";
+    srv.push_fault(
+        Route::Path("/segments/v1".into()),
+        Fault::Body {
+            content_type: "application/json".into(),
+            body: page.to_vec(),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["segments"]))
+        .run()
+        .success();
+    // Every line of stdout is a whole message: none was split.
+    for line in run.stdout.lines() {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    let records = run.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["ExtraFields"]["tags"], json!({"a": [1, 2]}));
+}
+
+#[test]
 fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
     let srv = server(Vec::new());
     let catalog = select(&all_rest());

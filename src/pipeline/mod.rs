@@ -28,7 +28,9 @@
 //!    │                                            or a REST resource's next
 //!    │                                            page) ──mpsc(4)──▶
 //!    │                                            blocking thread: ChannelReader
-//!    │                                            → read → shape ─chunks─▶
+//!    │                                            → a thread of its own (gunzip, in
+//!    │                                            read) ─blocks─▶ split → shape
+//!    │                                            ─chunks─▶
 //!    │                                            "spool-compress" thread:
 //!    │                                            zstd (or gzip) → spool file
 //!    │  await the oldest task ◀── Spooled (verified) or error; faults retry

@@ -8,19 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 use crate::json_file::{json_kind, read_json_object};
-use crate::stream::{EVENTS, STREAMS, StreamDef};
-
-/// The JSON type a schema field expects, used to check values cheaply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FieldKind {
-    Integer,
-    Number,
-    String,
-    DateTime,
-    Boolean,
-    Object,
-    Array,
-}
+pub use crate::stream::FieldKind;
+use crate::stream::{EVENTS, PropertyType, STREAMS, StreamDef};
 
 /// One field of the schema.
 #[derive(Debug, Clone)]
@@ -159,10 +148,12 @@ fn kind_of(prop: &Value) -> FieldKind {
     }
 }
 
-/// The selected fields of one selected stream.
+/// The selected fields of one selected stream, and the custom properties
+/// the catalog leaves out.
 #[derive(Debug, Clone)]
 pub struct Selection {
     fields: BTreeSet<String>,
+    deselected_properties: BTreeSet<String>,
 }
 
 impl Selection {
@@ -170,12 +161,19 @@ impl Selection {
     pub fn all(schema: &Schema) -> Selection {
         Selection {
             fields: schema.fields.iter().map(|f| f.name.clone()).collect(),
+            deselected_properties: BTreeSet::new(),
         }
     }
 
     /// Whether a field is in the output.
     pub fn has_field(&self, name: &str) -> bool {
         self.fields.contains(name)
+    }
+
+    /// The custom properties the catalog de-selects by name: left out of
+    /// the output, as columns and from `ExtraFields`.
+    pub fn deselected_properties(&self) -> &BTreeSet<String> {
+        &self.deselected_properties
     }
 
     /// The selection of `schema`'s stream in a catalog file; no field when
@@ -187,6 +185,7 @@ impl Selection {
             .cloned()
             .unwrap_or(Selection {
                 fields: BTreeSet::new(),
+                deselected_properties: BTreeSet::new(),
             }))
     }
 }
@@ -299,21 +298,38 @@ impl Selections {
                     fields.insert(field.name.clone());
                 }
             }
+            let mut deselected_properties = BTreeSet::new();
             for (crumb, md) in &metadata {
-                if crumb.len() == 2
-                    && crumb[0] == "properties"
-                    && !schema.fields.iter().any(|f| f.name == crumb[1])
-                    && flag(md.get("selected")) == Some(true)
+                if crumb.len() != 2
+                    || crumb[0] != "properties"
+                    || schema.fields.iter().any(|f| f.name == crumb[1])
                 {
-                    return Err(format!(
-                        "stream '{id}' selects field '{}', which the {} schema does not have; run --discover for the current field list",
-                        crumb[1], def.name
-                    ));
+                    continue;
+                }
+                // A custom property: not in the schema until it appears.
+                let property = def.custom_properties && PropertyType::of(&crumb[1]).is_some();
+                match flag(md.get("selected")) {
+                    Some(false) if property => {
+                        deselected_properties.insert(crumb[1].clone());
+                    }
+                    Some(true) if !property => {
+                        return Err(format!(
+                            "stream '{id}' selects field '{}', which the {} schema does not have; run --discover for the current field list",
+                            crumb[1], def.name
+                        ));
+                    }
+                    _ => {}
                 }
             }
             // A stream listed twice: the last entry counts.
             if stream_selected {
-                selections.streams.insert(def.name, Selection { fields });
+                selections.streams.insert(
+                    def.name,
+                    Selection {
+                        fields,
+                        deselected_properties,
+                    },
+                );
             } else {
                 selections.streams.remove(def.name);
             }

@@ -2,6 +2,7 @@
 //! read from the state file (ours and the Python tap's) and written as the
 //! STATE value after each unit. Keys the tap does not know pass through.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::json_file::{json_kind, read_json_object};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
-use crate::stream::{Backend, LAST_UPDATED, STREAMS, StreamDef};
+use crate::stream::{Backend, LAST_UPDATED, PropertyType, STREAMS, StreamDef};
 
 /// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +97,10 @@ pub(crate) struct State {
     other: Map<String, Value>,
     /// In [`STREAMS`] order, which is the order they are written in.
     bookmarks: Vec<(&'static StreamDef, Bookmark)>,
+    /// The custom property columns each stream has declared in a SCHEMA,
+    /// kept in its bookmark entry (`"properties": [...]`) so the next run's
+    /// first SCHEMA is as wide.
+    properties: Vec<(&'static StreamDef, BTreeSet<String>)>,
 }
 
 impl State {
@@ -138,7 +143,13 @@ impl State {
             map = value;
         }
         let mut bookmarks = Vec::new();
+        let mut properties = Vec::new();
         for stream in STREAMS {
+            if stream.custom_properties
+                && let Some(names) = read_properties(&mut map, stream)?
+            {
+                properties.push((*stream, names));
+            }
             if let Some(bookmark) = read_bookmark(&mut map, stream)? {
                 bookmarks.push((*stream, bookmark));
             }
@@ -146,7 +157,47 @@ impl State {
         Ok(State {
             other: map,
             bookmarks,
+            properties,
         })
+    }
+
+    /// The custom property columns the stream has declared so far.
+    pub(crate) fn properties(&self, stream: &StreamDef) -> Option<&BTreeSet<String>> {
+        self.properties
+            .iter()
+            .find(|(def, _)| def.name == stream.name)
+            .map(|(_, names)| names)
+    }
+
+    /// Adds the columns `names` to the stream's; true if any was new.
+    pub(crate) fn add_properties<'n>(
+        &mut self,
+        stream: &'static StreamDef,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> bool {
+        let mut names = names.into_iter().peekable();
+        if names.peek().is_none() {
+            return false;
+        }
+        let known = match self
+            .properties
+            .iter_mut()
+            .find(|(def, _)| def.name == stream.name)
+        {
+            Some((_, known)) => known,
+            None => {
+                self.properties.push((stream, BTreeSet::new()));
+                &mut self.properties.last_mut().expect("just pushed").1
+            }
+        };
+        let mut grew = false;
+        for name in names {
+            if !known.contains(name) {
+                known.insert(name.to_string());
+                grew = true;
+            }
+        }
+        grew
     }
 
     /// The stream's bookmark, if the state has one.
@@ -184,7 +235,13 @@ impl State {
         }
         if let Value::Object(map) = bookmarks {
             for (stream, bookmark) in &self.bookmarks {
-                map.insert(stream.name.to_string(), bookmark.to_value(stream));
+                let mut entry = bookmark.to_value(stream);
+                if let (Some(names), Value::Object(entry)) = (self.properties(stream), &mut entry)
+                    && !names.is_empty()
+                {
+                    entry.insert("properties".into(), json!(names));
+                }
+                map.insert(stream.name.to_string(), entry);
             }
         }
         out.entry("currently_syncing").or_insert(Value::Null);
@@ -229,6 +286,46 @@ impl Bookmark {
             }
         }
     }
+}
+
+/// Takes the custom property columns out of `stream`'s bookmark entry:
+/// `"properties": ["user_plan_str", ...]`, each a custom property name.
+fn read_properties(
+    map: &mut Map<String, Value>,
+    stream: &StreamDef,
+) -> std::result::Result<Option<BTreeSet<String>>, String> {
+    let name = stream.name;
+    let Some(Value::Object(entry)) = map
+        .get_mut("bookmarks")
+        .and_then(|b| b.as_object_mut())
+        .and_then(|b| b.get_mut(name))
+    else {
+        return Ok(None);
+    };
+    let list = match entry.remove("properties") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks.{name}.properties' must be an array of custom property names, not a {}",
+                json_kind(&other)
+            ));
+        }
+    };
+    let mut names = BTreeSet::new();
+    for item in list {
+        match item {
+            Value::String(p) if PropertyType::of(&p).is_some() => {
+                names.insert(p);
+            }
+            other => {
+                return Err(format!(
+                    "key 'bookmarks.{name}.properties' holds {other}, which is not a custom property name (<prefix>_<name>_<type>)"
+                ));
+            }
+        }
+    }
+    Ok(Some(names))
 }
 
 /// Takes `stream`'s bookmark out of a state document. For the events stream

@@ -59,6 +59,17 @@ pub(crate) struct Config {
     pub(crate) batch: Option<BatchConfig>,
     pub(crate) source: EventsSource,
     pub(crate) segment: SegmentSettings,
+    pub(crate) custom_properties: PropertyMode,
+    pub(crate) max_property_columns: u32,
+}
+
+/// How custom properties reach the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PropertyMode {
+    /// Each a typed field of the record.
+    Columns,
+    /// All in `ExtraFields`.
+    Object,
 }
 
 /// Where the `events` stream comes from.
@@ -248,7 +259,20 @@ impl RawConfig {
             batch: self.batch_config()?,
             source,
             segment,
+            custom_properties: self.property_mode()?,
+            max_property_columns: self.integer("max_property_columns", 0)?,
         })
+    }
+
+    fn property_mode(&self) -> Result<PropertyMode> {
+        match self.string("custom_properties")?.as_deref() {
+            None | Some("columns") => Ok(PropertyMode::Columns),
+            Some("object") => Ok(PropertyMode::Object),
+            Some(other) => Err(self.bad(
+                "custom_properties",
+                &format!("is {other:?}; use \"columns\" or \"object\""),
+            )),
+        }
     }
 
     fn segment_settings(&self) -> Result<SegmentSettings> {

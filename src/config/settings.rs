@@ -201,6 +201,18 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Ids of bundles to pass over deliberately, e.g. one the server sends malformed every time: their events are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_BUNDLES).",
     ),
     setting(
+        "custom_properties",
+        Kind::String,
+        Some("columns"),
+        "How custom properties (keys named `<prefix>_<name>_<type>`, prefix user, evt, page or acct) reach the target: columns (each a typed field of events and individuals records, declared in a SCHEMA the first time it appears) or object (all in ExtraFields).",
+    ),
+    setting(
+        "max_property_columns",
+        Kind::Integer,
+        Some("500"),
+        "Most custom properties a stream gives columns; later new ones are kept in ExtraFields, with a warning. Leaves room under the 1,600 columns of a PostgreSQL or Redshift table.",
+    ),
+    setting(
         "batch_config",
         Kind::Object,
         None,

@@ -57,19 +57,21 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::batch::{BatchConfig, Partial};
 use crate::catalog::{Schema, Selection};
-use crate::config::Config;
+use crate::config::{Config, PropertyMode};
 use crate::error::{Error, Result};
 use crate::http::Failure;
 use crate::metrics;
-use crate::record::Shaper;
+use crate::record::{Properties, Shaper};
 use crate::singer::SingerWriter;
 use crate::source::{Body, Source};
 use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
 use crate::state::{Bookmark, LastUpdated, State};
+use crate::stream::PropertyType;
 use progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
 use shape::{ChannelReader, SpoolError, Watermark, spool_unit};
 
@@ -90,6 +92,9 @@ pub(crate) struct Options {
     pub(crate) progress_interval: Duration,
     /// BATCH output instead of RECORDs, and this run's id for file names.
     pub(crate) batch: Option<(BatchConfig, String)>,
+    /// Custom properties as columns, at most this many a stream; `None`
+    /// keeps them all in `ExtraFields`.
+    pub(crate) property_columns: Option<usize>,
 }
 
 impl Options {
@@ -99,6 +104,10 @@ impl Options {
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             progress_interval: config.progress_interval,
             batch: config.batch.clone().map(|b| (b, crate::batch::run_id())),
+            property_columns: match config.custom_properties {
+                PropertyMode::Columns => Some(config.max_property_columns as usize),
+                PropertyMode::Object => None,
+            },
         }
     }
 
@@ -165,6 +174,8 @@ struct Fetcher<S> {
     selection: Arc<Selection>,
     options: Options,
     meter: Arc<SpoolMeter>,
+    /// Which custom properties are columns, when the stream has them so.
+    properties: Option<Arc<Properties>>,
 }
 
 /// A unit read, shaped and verified, waiting in its spool file (none for a
@@ -177,6 +188,8 @@ struct Spooled {
     took: Duration,
     /// The newest watermark value among its records.
     newest: Option<LastUpdated>,
+    /// The custom property columns its records use.
+    columns: Vec<String>,
 }
 
 /// A fetch running as its own task, stopped if the run gives up on it.
@@ -198,12 +211,26 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
         state: &'r mut State,
         out: &'r mut SingerWriter<W>,
     ) -> Self {
+        let stream = schema.stream;
+        let properties = options
+            .property_columns
+            .filter(|_| stream.custom_properties)
+            .map(|cap| {
+                let known = state.properties(stream).into_iter().flatten();
+                Arc::new(Properties::new(
+                    schema.fields.iter().map(|f| f.name.as_str()),
+                    known.map(String::as_str),
+                    cap,
+                    selection.deselected_properties().clone(),
+                ))
+            });
         let fetcher = Arc::new(Fetcher {
             source,
             schema: Arc::new(schema),
             selection: Arc::new(selection),
             options,
             meter: Arc::new(SpoolMeter::default()),
+            properties,
         });
         Pipeline {
             fetcher,
@@ -221,10 +248,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
         let fetcher = Arc::clone(&self.fetcher);
         let stream = fetcher.schema.stream;
         let noun = S::UNIT;
-        let schema = fetcher.schema.restricted(&fetcher.selection);
-        let bookmarks: Vec<&str> = stream.replication_key.into_iter().collect();
-        self.out
-            .schema(stream.name, schema, stream.key_properties, &bookmarks)?;
+        self.schema()?;
         self.out.state(self.state.to_value())?;
 
         let units = fetcher.source.units(self.state.bookmark(stream)).await?;
@@ -342,6 +366,29 @@ impl<W: Write, S: Source> Pipeline<'_, W, S> {
         Ok(())
     }
 
+    /// Writes the stream's SCHEMA: its selected fields, and every custom
+    /// property column declared so far (this run or an earlier one) that
+    /// the catalog does not leave out.
+    fn schema(&mut self) -> Result<()> {
+        let fetcher = &self.fetcher;
+        let stream = fetcher.schema.stream;
+        let mut schema = fetcher.schema.restricted(&fetcher.selection);
+        if fetcher.properties.is_some()
+            && let Some(names) = self.state.properties(stream)
+            && let Some(Value::Object(props)) = schema.get_mut("properties")
+        {
+            let deselected = fetcher.selection.deselected_properties();
+            for name in names.iter().filter(|n| !deselected.contains(*n)) {
+                if let Some(kind) = PropertyType::of(name) {
+                    props.insert(name.clone(), kind.schema());
+                }
+            }
+        }
+        let bookmarks: Vec<&str> = stream.replication_key.into_iter().collect();
+        self.out
+            .schema(stream.name, schema, stream.key_properties, &bookmarks)
+    }
+
     /// The bookmark a watermarked stream's records are measured against.
     fn floor(&self) -> Option<LastUpdated> {
         self.fetcher.source.watermark()?;
@@ -361,6 +408,14 @@ impl<W: Write, S: Source> Pipeline<'_, W, S> {
             .source
             .bookmark_after(unit, spooled.newest.take())?;
         tokio::task::block_in_place(|| {
+            // Columns new to the stream are declared before the records
+            // that use them.
+            if self
+                .state
+                .add_properties(stream, spooled.columns.iter().map(String::as_str))
+            {
+                self.schema()?;
+            }
             if let Some(spool) = spooled.spool.take() {
                 emit(self.out, stream.name, spool, spooled.records)?;
             }
@@ -470,6 +525,7 @@ impl<S: Source> Fetcher<S> {
                 wire_bytes: 0,
                 took: Duration::ZERO,
                 newest: None,
+                columns: Vec::new(),
             });
         }
         let started = Instant::now();
@@ -543,6 +599,9 @@ impl<S: Source> Fetcher<S> {
             .map(|field| Watermark::new(field, floor));
         if let Some(mark) = &watermark {
             shaper.capture(mark.field());
+        }
+        if let Some(properties) = &self.properties {
+            shaper.property_columns(Arc::clone(properties));
         }
         let meter = Arc::clone(&self.meter);
         let mut worker = tokio::task::spawn_blocking(move || {
@@ -637,6 +696,7 @@ impl<S: Source> Fetcher<S> {
                 wire_bytes: received,
                 took: Duration::ZERO,
                 newest: tally.newest,
+                columns: tally.columns,
             }),
         }
     }

@@ -50,6 +50,8 @@ pub(crate) struct Tally {
     pub(crate) json_bytes: u64,
     /// The newest watermark value among the records spooled.
     pub(crate) newest: Option<LastUpdated>,
+    /// The custom property columns the records use.
+    pub(crate) columns: Vec<String>,
 }
 
 /// Where a stream bookmarked by a field of its records stands: records
@@ -163,8 +165,10 @@ pub(crate) fn spool_unit(
             }
             other => other,
         };
+        let mut columns = Vec::new();
         let read = read.and_then(|stats| {
             shaper.finish_unit(noun);
+            columns = shaper.columns_used();
             if chunk.is_empty() || tx.send(std::mem::take(&mut chunk)).is_ok() {
                 Ok(stats)
             } else {
@@ -186,6 +190,7 @@ pub(crate) fn spool_unit(
                     records,
                     json_bytes: stats.json_bytes,
                     newest: watermark.and_then(|w| w.newest),
+                    columns,
                 },
             )),
             (

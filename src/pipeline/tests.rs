@@ -303,6 +303,7 @@ fn options(dir: &std::path::Path) -> Options {
         spool_dir: dir.to_path_buf(),
         progress_interval: Duration::from_secs(3600),
         batch: None,
+        property_columns: Some(500),
     }
 }
 

@@ -19,13 +19,15 @@ mod extra;
 mod index;
 mod key;
 mod parse;
+mod property;
 mod values;
 
 pub use key::REPEAT_WINDOW;
 pub use values::MAX_DEPTH;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserializer as _;
@@ -38,6 +40,8 @@ use extra::Extras;
 use index::FieldIndex;
 use key::{KEY_HEX_LEN, KeyMaker, write_hex};
 use parse::{EventVisitor, json_error, last_of_each_key};
+pub use property::Properties;
+use property::{Columns, Seen, fits_property};
 use values::{Nested, fits, replace_lone_surrogates, rewrite_nested, scan_nested};
 
 /// Why one record could not be shaped.
@@ -86,6 +90,10 @@ pub struct Shaper {
     capture: Option<usize>,
     /// That value's JSON text in the record shaped last, if it had one.
     captured: Option<Vec<u8>>,
+    /// Custom properties as columns, when the stream has them so.
+    columns: Option<Columns>,
+    /// Custom properties the catalog leaves out.
+    deselected: BTreeSet<String>,
 }
 
 /// What this unit needed changed so targets can load it; reported once
@@ -100,6 +108,9 @@ pub struct Counts {
     pub surrogates: u64,
     /// Values dropped because a later one had the same key in the event.
     pub duplicates: u64,
+    /// Custom property values not of their property's type, kept in
+    /// `ExtraFields`.
+    pub misfits: u64,
 }
 
 const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
@@ -146,9 +157,22 @@ impl Shaper {
             fixed: Vec::new(),
             capture: None,
             captured: None,
+            columns: None,
+            deselected: selection.deselected_properties().clone(),
         };
         shaper.start_unit(Utc::now());
         shaper
+    }
+
+    /// Makes custom properties typed fields of the record, as `properties`
+    /// (the stream's, shared by every unit's shaper) decides.
+    pub fn property_columns(&mut self, properties: Arc<Properties>) {
+        self.columns = Some(Columns::new(properties));
+    }
+
+    /// The custom property columns written since the unit started.
+    pub fn columns_used(&self) -> Vec<String> {
+        self.columns.as_ref().map(Columns::used).unwrap_or_default()
     }
 
     /// Keeps the JSON text of `field` (a field of the schema) of each record
@@ -166,6 +190,9 @@ impl Shaper {
     /// Resets per-unit state; `extracted` becomes the records' `time_extracted`.
     pub fn start_unit(&mut self, extracted: DateTime<Utc>) {
         self.key.start_unit();
+        if let Some(columns) = &mut self.columns {
+            columns.start_unit();
+        }
         self.events = 0;
         self.counts = Counts::default();
         self.suffix.clear();
@@ -196,6 +223,12 @@ impl Shaper {
             tracing::warn!(
                 "{} keys in this {noun}'s records were repeated within the same event; each event keeps the last value",
                 c.duplicates
+            );
+        }
+        if c.misfits > 0 {
+            tracing::warn!(
+                "{} custom property values in this {noun} were not of their property's type; each is kept in {EXTRA_FIELD}",
+                c.misfits
             );
         }
         if c.too_deep > 0 {
@@ -307,6 +340,9 @@ impl Shaper {
 
     fn reset_event(&mut self) {
         self.captured = None;
+        if let Some(columns) = &mut self.columns {
+            columns.next_record();
+        }
         self.key.start_event();
         self.extras.clear();
         self.seen_slots.fill(0);
@@ -347,6 +383,24 @@ impl Shaper {
         let idx = match self.by_name.find(key) {
             Ok(idx) => idx,
             Err(hash) => {
+                match self.columns.as_mut().map(|c| c.look(key)) {
+                    Some(Seen::Column { kind, repeated }) => {
+                        self.duplicate |= repeated;
+                        if fits_property(kind, value) && self.write_field(key, value, out) {
+                            return;
+                        }
+                        self.counts.misfits += 1;
+                        if let Some(columns) = &self.columns {
+                            columns.misfit(key, kind);
+                        }
+                    }
+                    Some(Seen::Drop) => return,
+                    Some(Seen::Other | Seen::Extra) => {}
+                    None if !self.deselected.is_empty() && self.deselected.contains(key) => {
+                        return;
+                    }
+                    None => {}
+                }
                 self.push_extra(key, key_escaped, hash, text);
                 return;
             }
@@ -380,13 +434,23 @@ impl Shaper {
             self.push_extra(key, key_escaped, index::name_hash(key.as_bytes()), text);
             return;
         }
+        if !self.write_field(key, value, out) {
+            self.push_extra(key, key_escaped, index::name_hash(key.as_bytes()), text);
+        }
+    }
+
+    /// Writes `"key":value` as a field of the record, rewriting what no
+    /// target could load; false, writing nothing, when the value nests too
+    /// deep to be a field (it belongs in `ExtraFields`). `key` needs no
+    /// escaping.
+    #[inline]
+    fn write_field(&mut self, key: &str, value: &[u8], out: &mut Vec<u8>) -> bool {
         let nested = match value[0] {
             b'{' | b'[' => scan_nested(value),
             _ => Nested::Fine,
         };
         if nested == Nested::TooDeep {
-            self.push_extra(key, key_escaped, index::name_hash(key.as_bytes()), text);
-            return;
+            return false;
         }
         if out.len() > self.fields_at {
             out.push(b',');
@@ -399,6 +463,7 @@ impl Shaper {
         } else {
             out.extend_from_slice(value);
         }
+        true
     }
 
     /// Puts a key the record's schema fields do not take into

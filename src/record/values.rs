@@ -78,6 +78,42 @@ pub(super) fn number_token_fits(text: &[u8]) -> bool {
     }
 }
 
+/// Whether a value's JSON text is an array (or null) whose every element
+/// has the type `kind` declares: no nulls, nothing nested.
+pub(super) fn elements_fit(kind: FieldKind, v: &[u8]) -> bool {
+    match v.first() {
+        Some(b'n') => return true,
+        Some(b'[') => {}
+        _ => return false,
+    }
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut i = 1;
+    loop {
+        while i < v.len() && is_space(v[i]) {
+            i += 1;
+        }
+        let Some(&b) = v.get(i) else { return false };
+        let end = match b {
+            b']' => return true,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => string_end(v, i + 1),
+            b'-' | b'0'..=b'9' => number_end(v, i),
+            b't' => i + 4,
+            b'f' => i + 5,
+            // null, or a nested array or object: not an element of a list
+            // of one type.
+            _ => return false,
+        };
+        if end > v.len() || !fits(kind, &v[i..end]) {
+            return false;
+        }
+        i = end;
+    }
+}
+
 /// What a nested value (object or array) needs before it can be written.
 #[derive(Debug, PartialEq)]
 pub(super) enum Nested {

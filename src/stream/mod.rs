@@ -1,9 +1,23 @@
 //! The streams the tap offers, as data: adding a stream is one entry in
 //! [`STREAMS`] plus its `schemas/<name>.json`.
 
+pub mod property;
 pub(crate) mod rest;
 
+pub use property::PropertyType;
 pub use rest::{LAST_UPDATED, Paging, Reading, Resource};
+
+/// The JSON type a schema field expects, used to check values cheaply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Integer,
+    Number,
+    String,
+    DateTime,
+    Boolean,
+    Object,
+    Array,
+}
 
 /// How a stream is replicated, as the catalog declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +73,9 @@ pub struct StreamDef {
     pub extra_field: &'static str,
     pub backend: Backend,
     pub selected_by_default: bool,
+    /// Whether its records carry custom properties (see [`PropertyType`]),
+    /// which become typed fields of their own.
+    pub custom_properties: bool,
 }
 
 impl StreamDef {
@@ -114,6 +131,7 @@ pub static EVENTS: StreamDef = StreamDef {
     extra_field: EXTRA_FIELD,
     backend: Backend::Events,
     selected_by_default: true,
+    custom_properties: true,
 };
 
 /// One row per individual active in a window, from Segment Export
@@ -128,6 +146,7 @@ pub static INDIVIDUALS: StreamDef = StreamDef {
     extra_field: EXTRA_FIELD,
     backend: Backend::Individuals,
     selected_by_default: false,
+    custom_properties: true,
 };
 
 /// Every stream the tap has, in catalog order.

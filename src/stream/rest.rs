@@ -73,6 +73,7 @@ macro_rules! stream {
             extra_field: EXTRA_FIELD,
             backend: Backend::Rest($resource),
             selected_by_default: false,
+            custom_properties: false,
         };
     };
 }

@@ -4,6 +4,7 @@ mod batch;
 mod faults;
 mod hygiene;
 mod input;
+mod properties;
 mod rest;
 mod segment;
 mod support;

@@ -48,7 +48,10 @@ pub use faults::{Fault, Route};
 use http::{ReadOutcome, Request};
 pub use rest::{RestData, RestUser, SETTINGS_PATHS, synthetic_rest};
 use sliding_window::SlidingWindow;
-pub use synth::{gzip, synthetic_bundles, synthetic_events};
+pub use synth::{
+    CUSTOM_PROPERTIES, first_day_of, gzip, synthetic_bundles, synthetic_bundles_with,
+    synthetic_events, synthetic_events_with,
+};
 
 /// How long we wait for a client to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -46,12 +46,39 @@ pub fn synthetic_bundles(
     seed: u64,
     enc: Encoding,
 ) -> Vec<BundleSpec> {
+    synthetic_bundles_with(
+        count,
+        events_per_bundle,
+        first_start,
+        bundle_seconds,
+        seed,
+        enc,
+        0,
+    )
+}
+
+/// [`synthetic_bundles`] whose events carry `extra` more custom properties
+/// (see [`synthetic_events_with`]).
+pub fn synthetic_bundles_with(
+    count: usize,
+    events_per_bundle: usize,
+    first_start: i64,
+    bundle_seconds: i64,
+    seed: u64,
+    enc: Encoding,
+    extra: usize,
+) -> Vec<BundleSpec> {
     (0..count)
         .map(|k| {
             let start = first_start + k as i64 * bundle_seconds;
             let stop = start + bundle_seconds;
-            let json =
-                synthetic_events(bundle_seed(seed, k as u64), start, stop, events_per_bundle);
+            let json = synthetic_events_with(
+                bundle_seed(seed, k as u64),
+                start,
+                stop,
+                events_per_bundle,
+                extra,
+            );
             let id = (start as i128 * 100 + 48).to_string();
             BundleSpec::from_events_json(id, start, stop, json, events_per_bundle, enc)
         })
@@ -71,7 +98,47 @@ fn bundle_seed(seed: u64, k: u64) -> u64 {
 /// `[start, stop)` (unix seconds), ordered by `EventStart`. About 1.2-1.5 KB per
 /// row (compact JSON, no whitespace). Deterministic for a given `seed`.
 pub fn synthetic_events(seed: u64, start: i64, stop: i64, n: usize) -> Vec<u8> {
+    synthetic_events_with(seed, start, stop, n, 0)
+}
+
+/// The custom properties of the synthetic data, as [`synthetic_events`]
+/// writes them: every type; `page_campaign_str` only from the second day
+/// after 2024-01-01 and `evt_order.items_real` (a name with a dot) from the
+/// third, so a sync sees new ones appear; the first custom event of each
+/// bundle has an `evt_count_int` that is a string, not of its type.
+pub const CUSTOM_PROPERTIES: &[&str] = &[
+    "user_plan_str",
+    "user_vip_bool",
+    "user_tags_strs",
+    "user_signup_date",
+    "user_orders_int",
+    "user_ltv_real",
+    "user_flags_bools",
+    "user_visits_dates",
+    "page_section_str",
+    "page_campaign_str",
+    "evt_amount_real",
+    "evt_count_int",
+    "evt_item_ids_ints",
+    "evt_prices_reals",
+    "evt_order.items_real",
+];
+
+/// The first day (after 2024-01-01) on which a custom property appears.
+pub fn first_day_of(property: &str) -> i64 {
+    match property {
+        "page_campaign_str" => 1,
+        "evt_order.items_real" => 2,
+        _ => 0,
+    }
+}
+
+/// [`synthetic_events`] with `extra` more custom properties on every
+/// event (`evt_extra<k>_<type>`, types in turn), for benchmarks of events
+/// rich in them.
+pub fn synthetic_events_with(seed: u64, start: i64, stop: i64, n: usize, extra: usize) -> Vec<u8> {
     let mut rng = Rng::with_seed(seed);
+    let day = (start - DEMO_EPOCH).div_euclid(86_400);
     let lo = start.saturating_mul(1000);
     let hi = stop.saturating_mul(1000).max(lo.saturating_add(1));
     let span = hi - lo;
@@ -123,6 +190,7 @@ pub fn synthetic_events(seed: u64, start: i64, stop: i64, n: usize) -> Vec<u8> {
     let mut out = String::with_capacity(n * 1300 + 2);
     out.push('[');
     let mut seen = vec![0u32; n_pages];
+    let mut misfit_done = false;
     for (i, &(ms, _, p)) in slots.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -138,7 +206,10 @@ pub fn synthetic_events(seed: u64, start: i64, stop: i64, n: usize) -> Vec<u8> {
         let page = &pages[p];
         let user = &users[page.user];
         let session = &user.sessions[page.session];
-        write_event(&mut out, &mut rng, user, session, page, ms, etype);
+        let misfit = etype == "custom" && !misfit_done;
+        misfit_done |= misfit;
+        let row = Row { day, misfit, extra };
+        write_event(&mut out, &mut rng, user, session, page, ms, etype, row);
     }
     out.push(']');
     out.into_bytes()
@@ -273,6 +344,14 @@ impl<'a> Obj<'a> {
     fn null(&mut self, k: &str) {
         self.key(k);
         self.out.push_str("null");
+    }
+
+    /// A list of values whose JSON text is given.
+    fn list(&mut self, k: &str, vs: &[String]) {
+        self.key(k);
+        self.out.push('[');
+        self.out.push_str(&vs.join(","));
+        self.out.push(']');
     }
 
     fn strs(&mut self, k: &str, vs: &[&str]) {
@@ -632,6 +711,21 @@ impl Page {
 
 // ---- rows ----------------------------------------------------------------
 
+/// 2024-01-01T00:00:00Z: day 0 of the properties that appear later.
+const DEMO_EPOCH: i64 = 1_704_067_200;
+
+/// What a row's custom properties depend on besides the draws.
+#[derive(Clone, Copy)]
+struct Row {
+    /// Days since [`DEMO_EPOCH`] of the row's bundle.
+    day: i64,
+    /// Whether its `evt_count_int` is a string.
+    misfit: bool,
+    /// How many `evt_extra<k>_<type>` properties it gets.
+    extra: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_event(
     out: &mut String,
     rng: &mut Rng,
@@ -640,6 +734,7 @@ fn write_event(
     page: &Page,
     ms: i64,
     etype: &str,
+    row: Row,
 ) {
     // A fifth of the rows escape all non-ASCII text as \uXXXX, and a few
     // escape '/' too, so clients meet every legal way to spell a string.
@@ -708,7 +803,63 @@ fn write_event(
             _ => format!("{:.2}", rng.f64() * 500.0),
         };
         o.num("evt_amount_real", amount);
-        o.num("evt_count_int", rng.i64(-3..1000));
+        let count = rng.i64(-3..1000);
+        if row.misfit {
+            o.str("evt_count_int", "n/a");
+        } else {
+            o.num("evt_count_int", count);
+        }
+    }
+    // The rest are derived from ids and times rather than drawn, so the
+    // data above stays as it was.
+    if user.plan.is_some() {
+        let uid = user.uid;
+        o.num("user_orders_int", uid % 40);
+        o.num("user_ltv_real", format!("{}.{:02}", uid % 5000, uid % 97));
+        o.list(
+            "user_flags_bools",
+            &[uid.is_multiple_of(2).to_string(), uid.is_multiple_of(3).to_string()],
+        );
+        let visits = [
+            user.created_ms,
+            user.created_ms + (uid % 1000) as i64 * 60_000,
+        ];
+        o.strs(
+            "user_visits_dates",
+            &visits.map(timestamp).each_ref().map(String::as_str),
+        );
+    }
+    if row.day >= first_day_of("page_campaign_str") && page.id.is_multiple_of(3) {
+        o.str(
+            "page_campaign_str",
+            ["spring", "sale", "launch"][(page.id % 7 % 3) as usize],
+        );
+    }
+    if etype == "custom" {
+        let n = (ms % 4) as u64;
+        let ids: Vec<String> = (0..n)
+            .map(|k| (ms as u64 / 7 + k * 13).to_string())
+            .collect();
+        o.list("evt_item_ids_ints", &ids);
+        // Whole and fractional prices together, as FullStory sends them.
+        o.list("evt_prices_reals", &["1.5".into(), (ms % 50).to_string()]);
+        if row.day >= first_day_of("evt_order.items_real") {
+            o.num("evt_order.items_real", format!("{}.5", ms % 9));
+        }
+    }
+    const TYPES: &[&str] = &["str", "int", "real", "bool", "date", "strs", "ints"];
+    for k in 0..row.extra {
+        let name = format!("evt_extra{k}_{}", TYPES[k % TYPES.len()]);
+        let v = ms as u64 ^ (k as u64 * 0x9E37);
+        match TYPES[k % TYPES.len()] {
+            "str" => o.str(&name, ["alpha", "beta", "gamma"][(v % 3) as usize]),
+            "int" => o.num(&name, v % 100_000),
+            "real" => o.num(&name, format!("{}.{}", v % 1000, v % 10)),
+            "bool" => o.bool(&name, v.is_multiple_of(2)),
+            "date" => o.str(&name, &timestamp(ms - (v % 86_400) as i64 * 1000)),
+            "strs" => o.strs(&name, &["x", "y"]),
+            _ => o.list(&name, &[(v % 10).to_string(), (v % 7).to_string()]),
+        }
     }
     o.close();
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use clap::{Parser, ValueEnum};
-use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles, synthetic_rest};
+use fullstory_demo::{Encoding, Server, ServerOptions, synthetic_bundles_with, synthetic_rest};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve synthetic FullStory Data Export bundles on 127.0.0.1")]
@@ -50,6 +50,10 @@ struct Args {
     /// Versions of each recording settings object.
     #[arg(long, default_value_t = 12)]
     versions: usize,
+    /// Custom properties added to every event besides the usual ones
+    /// (`evt_extra<k>_<type>`), for events rich in them.
+    #[arg(long, default_value_t = 0)]
+    properties: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -93,13 +97,14 @@ fn main() -> ExitCode {
         .start
         .and_hms_opt(0, 0, 0)
         .map_or(0, |t| t.and_utc().timestamp());
-    let bundles = synthetic_bundles(
+    let bundles = synthetic_bundles_with(
         args.bundles,
         args.events,
         first_start,
         args.bundle_hours * 3600,
         args.seed,
         enc,
+        args.properties,
     );
     let server = match Server::start(ServerOptions {
         api_key: args.api_key,

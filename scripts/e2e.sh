@@ -27,6 +27,11 @@
 #  10. `meltano run` twice into target-postgres with batch_config (from
 #      TAP_FULLSTORY_BATCH_CONFIG): every event once, one batch file per
 #      bundle, and nothing to sync the second time.
+#  11. custom properties as columns: `meltano run` into target-postgres for
+#      the first day, then four more (two properties new among them), then
+#      again with nothing new: every property has its column with its
+#      PostgreSQL type, the later ones added by the second run, the third
+#      changes no column, and every value equals the exported one.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -446,4 +451,132 @@ files=$(find "$run/batch10" -name 'm-events-*.jsonl.gz' | wc -l)
 [ "$files" = "$bundles" ] || fail "Meltano BATCH load: $files batch files, expected $bundles"
 say "   $total events through Meltano as $files BATCH files, once each; the second run had nothing to sync"
 
-echo "e2e: 10 passed, 0 failed"
+say "11. custom property columns: meltano run into target-postgres, twice; types and values"
+project11="$run/meltano-props"
+rm -rf "$project11" && mkdir -p "$project11"
+"$py" - examples/meltano.yml "$project11/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
+import sys
+src, dst, port, target, pgport = sys.argv[1:]
+text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
+loader = f"""  - name: target-postgres
+    namespace: target_postgres
+    executable: {target}
+    config:
+      host: 127.0.0.1
+      port: {pgport}
+      user: postgres
+      password: unused
+      database: postgres
+      default_target_schema: meltano_props
+"""
+text = text.replace("  loaders:\n", "  loaders:\n" + loader, 1)
+open(dst, "w").write(text)
+PY
+columns11() { sql "select column_name || ' ' || udt_name from information_schema.columns where table_schema = 'meltano_props' and table_name = 'events' order by 1"; }
+(
+  cd "$project11"
+  export PATH="$work/venv-meltano/bin:$PATH" MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+  export TAP_FULLSTORY_API_KEY=demo-key
+  # Run 1: the first day alone; run 2: four days more, two properties new
+  # among them; run 3: nothing new.
+  for pass in 1 2 3; do
+    end=2024-01-06T00:00:00Z
+    [ "$pass" = 1 ] && end=2024-01-02T00:00:00Z
+    TAP_FULLSTORY_END_DATE=$end meltano run tap-fullstory target-postgres >"$run/meltano11-$pass.log" 2>&1 \
+      || fail "meltano run $pass (custom properties, target-postgres): $(tail -5 "$run/meltano11-$pass.log")"
+    columns11 >"$run/columns11-$pass.txt"
+  done
+  grep -q "0 bundles to sync" "$run/meltano11-3.log" || fail "meltano run 3 (custom properties) did not resume from its state"
+)
+cmp -s "$run/columns11-2.txt" "$run/columns11-3.txt" || fail "a run with nothing new changed the columns: $(diff "$run/columns11-2.txt" "$run/columns11-3.txt")"
+sql "select row_to_json(e) from meltano_props.events e" >"$run/rows11.jsonl"
+sed 's/}$/, "end_date": "2024-01-06T00:00:00Z"}/' "$run/config.json" >"$run/config11.json"
+tap-fullstory --config "$run/config11.json" 2>"$run/tap11.log" >"$run/tap11.jsonl" || fail "tap (custom properties)"
+"$py" - "$port" "$run" <<'PY' || fail "custom property columns"
+import datetime, decimal, json, sys, urllib.request
+port, run = sys.argv[1:]
+def get(path):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": "Basic demo-key"})
+    return urllib.request.urlopen(req).read()
+import gzip
+exported, first_day = [], {}
+for day, b in enumerate(json.loads(get("/api/v1/export/list?start=1"))["exports"][:5]):
+    events = json.loads(gzip.decompress(get(f"/api/v1/export/get?id={b['Id']}")), parse_float=decimal.Decimal)
+    for e in events:
+        for k in e:
+            if k.split("_")[0] in ("user", "evt", "page"):
+                first_day.setdefault(k, day)
+    exported += events
+records = [json.loads(l, parse_float=decimal.Decimal)["record"] for l in open(f"{run}/tap11.jsonl") if '"type":"RECORD"' in l]
+if len(records) != len(exported):
+    sys.exit(f"{len(records)} records for {len(exported)} exported events")
+want_types = {"str": "text", "int": "int8", "real": "numeric", "bool": "bool", "date": "timestamp",
+              "strs": "_text", "ints": "_int8", "reals": "jsonb", "bools": "_bool", "dates": "_text"}
+cols = {}
+for line in open(f"{run}/columns11-3.txt"):
+    name, udt = line.rsplit(" ", 1)
+    cols[name] = udt.strip()
+first = {line.rsplit(" ", 1)[0] for line in open(f"{run}/columns11-1.txt")}
+props = sorted(first_day)
+late = {p for p, day in first_day.items() if day > 0}
+if not {"page_campaign_str", "evt_order.items_real"} <= late:
+    sys.exit(f"the demo's later properties came early: {late}")
+for p in props:
+    want = want_types[p.rsplit("_", 1)[1]]
+    if cols.get(p) != want:
+        sys.exit(f"column {p}: {cols.get(p)}, expected {want}")
+    if (p in first) == (p in late):
+        sys.exit(f"column {p} {'appeared in' if p in first else 'missing from'} the first run's table")
+# The tap's records: every value as exported, in its column, or in
+# ExtraFields when not of its type (the demo's evt_count_int "n/a").
+misfits = 0
+for e, r in zip(exported, records):
+    for p in props:
+        if p not in e:
+            continue
+        if p in r:
+            if r[p] != e[p]:
+                sys.exit(f"{p}: {r[p]!r} in the record, {e[p]!r} exported")
+        elif r.get("ExtraFields", {}).get(p) == e[p]:
+            misfits += 1
+        else:
+            sys.exit(f"{p} = {e[p]!r} is neither a column nor in ExtraFields: {r}")
+if misfits != 5:
+    sys.exit(f"{misfits} values kept in ExtraFields; the demo has one per bundle")
+# The table: every value as the record had it, by EventKey.
+rows = {}
+for line in open(f"{run}/rows11.jsonl"):
+    row = json.loads(line, parse_float=decimal.Decimal)
+    rows[row["EventKey"]] = row
+if len(rows) != len(records):
+    sys.exit(f"{len(rows)} rows for {len(records)} records")
+def ts(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
+checked = 0
+for r in records:
+    row = rows[r["EventKey"]]
+    for p in props:
+        if p not in r:
+            continue
+        want, got = r[p], row[p]
+        kind = p.rsplit("_", 1)[1]
+        if want is None:
+            ok = got is None
+        elif kind == "date":
+            ok = ts(got) == ts(want)
+        elif kind == "real":
+            ok = decimal.Decimal(str(got)) == decimal.Decimal(str(want))
+        elif kind == "reals":
+            ok = [decimal.Decimal(str(x)) for x in got] == [decimal.Decimal(str(x)) for x in want]
+        else:
+            ok = got == want
+        if not ok:
+            sys.exit(f"{p} of {r['EventKey']}: {got!r} in PostgreSQL, {want!r} in the record")
+        checked += 1
+    for p, v in (r.get("ExtraFields") or {}).items():
+        if row["ExtraFields"].get(p) != v:
+            sys.exit(f"ExtraFields.{p} of {r['EventKey']}: {row['ExtraFields'].get(p)!r}, expected {v!r}")
+print(f"   {len(props)} property columns with their types, {len(late)} added by run 2; {checked} values equal to the export, {misfits} misfits in ExtraFields", file=sys.stderr)
+PY
+
+echo "e2e: 11 passed, 0 failed"

@@ -818,7 +818,10 @@ fn write_event(
         o.num("user_ltv_real", format!("{}.{:02}", uid % 5000, uid % 97));
         o.list(
             "user_flags_bools",
-            &[uid.is_multiple_of(2).to_string(), uid.is_multiple_of(3).to_string()],
+            &[
+                uid.is_multiple_of(2).to_string(),
+                uid.is_multiple_of(3).to_string(),
+            ],
         );
         let visits = [
             user.created_ms,

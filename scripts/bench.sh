@@ -13,6 +13,9 @@
 #   BASELINE=/path/to/tap-fullstory scripts/bench.sh   (that build and this
 #     one side by side: the same served bundle, the two alternating in every
 #     round, so the machine's drift hits both alike; one row each)
+#   PROPERTIES=12 scripts/bench.sh 200000   (events carrying 12 more custom
+#     properties than the demo's own, about 20 in all; custom_properties
+#     object and columns side by side, as above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -22,16 +25,19 @@ runs=${RUNS:-3}
 cargo build --release --quiet --bins
 export PATH="$PWD/target/release:$PATH"
 tap=${TAP:-$PWD/target/release/tap-fullstory}
-taps=("$tap")
-[ -n "${BASELINE:-}" ] && taps=("$BASELINE" "$tap")
+# The variants measured side by side: a name, a build, a custom_properties mode.
+names=(this) taps=("$tap") modes=(columns)
+[ -n "${BASELINE:-}" ] && names=(baseline this) taps=("$BASELINE" "$tap") modes=(columns columns)
+properties=${PROPERTIES:-0}
+[ "$properties" -gt 0 ] && names=(object columns) taps=("$tap" "$tap") modes=(object columns)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $runs runs each, ${taps[*]}" >&2
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $runs runs each, ${taps[*]}, $properties extra custom properties" >&2
 printf '%-9s %-8s %8s %8s %12s %12s %10s %11s %7s %10s\n' build events "JSON MB" "gzip MB" "MB/s null" "MB/s pipe" "peak RSS" "peak spool" "spool%" "gzip -dc"
 for n in "${sizes[@]}"; do
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  fullstory-demo-server --port "$port" --bundles 1 --events "$n" 2>"$work/server.log" &
+  fullstory-demo-server --port "$port" --bundles 1 --events "$n" --properties "$properties" 2>"$work/server.log" &
   server=$!
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
     kill -0 "$server" 2>/dev/null || { cat "$work/server.log" >&2; exit 1; }
@@ -44,16 +50,18 @@ for n in "${sizes[@]}"; do
   json_bytes=$(gzip -dc "$work/bundle.gz" | wc -c)
   gz_start=$(date +%s.%N); gzip -dc "$work/bundle.gz" >/dev/null; gz_end=$(date +%s.%N)
 
-  echo "{\"api_key\": \"demo-key\", \"start_date\": \"2024-01-01\", \"base_url\": \"$base\", \"download_window_seconds\": 0}" >"$work/config.json"
+  for t in "${!taps[@]}"; do
+    echo "{\"api_key\": \"demo-key\", \"start_date\": \"2024-01-01\", \"base_url\": \"$base\", \"download_window_seconds\": 0, \"custom_properties\": \"${modes[$t]}\"}" >"$work/config$t.json"
+  done
   : >"$work/times"
   for _ in $(seq "$runs"); do
     for t in "${!taps[@]}"; do
       for mode in null pipe; do
         start=$(date +%s.%N)
         if [ "$mode" = null ]; then
-          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config.json" >/dev/null 2>"$work/tap.log"
+          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config$t.json" >/dev/null 2>"$work/tap.log"
         else
-          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config.json" 2>"$work/tap.log" | cat >/dev/null
+          /usr/bin/time -f '%M' -o "$work/rss" "${taps[$t]}" --config "$work/config$t.json" 2>"$work/tap.log" | cat >/dev/null
         fi
         end=$(date +%s.%N)
         spool=$(grep -o 'peak spool [^(]*([0-9]* bytes)' "$work/tap.log" | grep -o '[0-9]* bytes' | cut -d' ' -f1 || true)
@@ -63,12 +71,11 @@ for n in "${sizes[@]}"; do
   done
   kill "$server"; wait "$server" 2>/dev/null || true
 
-  python3 - "$n" "$json_bytes" "$gz_bytes" "$gz_start" "$gz_end" "$work/times" "${#taps[@]}" <<'PY'
+  python3 - "$n" "$json_bytes" "$gz_bytes" "$gz_start" "$gz_end" "$work/times" "${names[@]}" <<'PY'
 import statistics, sys
 n, json_b, gz_b = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 gz_secs = float(sys.argv[5]) - float(sys.argv[4])
-builds = int(sys.argv[7])
-names = ["this"] if builds == 1 else ["baseline", "this"]
+names = sys.argv[7:]
 for t, name in enumerate(names):
     rates = {"null": [], "pipe": []}
     rss = spool = -1

@@ -24,6 +24,7 @@ pub(crate) mod http;
 pub(crate) mod json_file;
 pub(crate) mod metrics;
 pub(crate) mod pipeline;
+pub(crate) mod progress;
 pub mod read;
 pub mod record;
 pub(crate) mod redact;

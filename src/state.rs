@@ -62,22 +62,30 @@ pub(crate) struct LastUpdated {
 }
 
 /// How far a Segment Export stream has got: every window ending at or before
-/// `end` is done, and `export` names an export created for the next window
+/// `end` is done, and `exports` names the exports created for later windows
 /// whose records are not written yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct WindowBookmark {
     /// End of the last window whose records were all written (none yet: `None`).
     pub(crate) end: Option<DateTime<Utc>>,
-    /// The export in flight, for a run that starts again to pick it up.
-    pub(crate) export: Option<PendingExport>,
+    /// The exports in flight, oldest window first, for a run that starts
+    /// again to pick them up.
+    pub(crate) exports: Vec<PendingExport>,
 }
 
-/// A Segment Export operation created for a window and not yet written.
+/// A Segment Export operation created for a window and not yet written,
+/// with what it was created with: a run configured otherwise must not take
+/// its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PendingExport {
     pub(crate) start: DateTime<Utc>,
     pub(crate) end: DateTime<Utc>,
     pub(crate) operation_id: String,
+    /// The segment exported; `None` in a state written before it was
+    /// recorded, taken to be the one configured.
+    pub(crate) segment_id: Option<String>,
+    /// The export's scope, if one was asked for.
+    pub(crate) scope: Option<String>,
 }
 
 /// How far a bundle stream has got: every bundle ending at or before `stop`
@@ -272,15 +280,26 @@ impl Bookmark {
                 if let Some(end) = w.end {
                     entry.insert("window_end".into(), json!(format_rfc3339(end)));
                 }
-                if let Some(e) = &w.export {
-                    entry.insert(
-                        "export".into(),
-                        json!({
-                            "window_start": format_rfc3339(e.start),
-                            "window_end": format_rfc3339(e.end),
-                            "operation_id": e.operation_id,
-                        }),
-                    );
+                if !w.exports.is_empty() {
+                    let list: Vec<Value> = w
+                        .exports
+                        .iter()
+                        .map(|e| {
+                            let mut item = json!({
+                                "window_start": format_rfc3339(e.start),
+                                "window_end": format_rfc3339(e.end),
+                                "operation_id": e.operation_id,
+                            });
+                            if let Some(segment) = &e.segment_id {
+                                item["segment_id"] = json!(segment);
+                            }
+                            if let Some(scope) = &e.scope {
+                                item["scope"] = json!(scope);
+                            }
+                            item
+                        })
+                        .collect();
+                    entry.insert("exports".into(), Value::Array(list));
                 }
                 Value::Object(entry)
             }
@@ -459,41 +478,59 @@ fn parse_window(
         )),
     };
     let end = time(entry.get("window_end"), "window_end")?;
-    let export = match entry.get("export") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(e)) => {
-            let start = time(e.get("window_start"), "export.window_start")?;
-            let stop = time(e.get("window_end"), "export.window_end")?;
-            let id = match e.get("operation_id") {
-                Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
-                _ => None,
-            };
-            match (start, stop, id) {
-                (Some(start), Some(end), Some(operation_id)) => Some(PendingExport {
-                    start,
-                    end,
-                    operation_id,
-                }),
-                _ => {
-                    return Err(format!(
-                        "key 'bookmarks.{stream}.export' needs window_start, window_end and operation_id"
-                    ));
-                }
+    let pending = |e: &Value, at: &str| -> std::result::Result<PendingExport, String> {
+        let Value::Object(e) = e else {
+            return Err(format!(
+                "key 'bookmarks.{stream}.{at}' must be an object, not a {}",
+                json_kind(e)
+            ));
+        };
+        let start = time(e.get("window_start"), &format!("{at}.window_start"))?;
+        let stop = time(e.get("window_end"), &format!("{at}.window_end"))?;
+        let text = |key: &str| match e.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            _ => None,
+        };
+        match (start, stop, text("operation_id")) {
+            (Some(start), Some(end), Some(operation_id)) => Ok(PendingExport {
+                start,
+                end,
+                operation_id,
+                segment_id: text("segment_id"),
+                scope: text("scope"),
+            }),
+            _ => Err(format!(
+                "key 'bookmarks.{stream}.{at}' needs window_start, window_end and operation_id"
+            )),
+        }
+    };
+    let mut exports = Vec::new();
+    // The form of a single export in flight, from before several could be.
+    match entry.get("export") {
+        None | Some(Value::Null) => {}
+        Some(e) => exports.push(pending(e, "export")?),
+    }
+    match entry.get("exports") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, e) in list.iter().enumerate() {
+                exports.push(pending(e, &format!("exports[{i}]"))?);
             }
         }
         Some(other) => {
             return Err(format!(
-                "key 'bookmarks.{stream}.export' must be an object, not a {}",
+                "key 'bookmarks.{stream}.exports' must be an array, not a {}",
                 json_kind(other)
             ));
         }
-    };
-    if end.is_none() && export.is_none() {
+    }
+    if end.is_none() && exports.is_empty() {
         return Err(format!(
-            "key 'bookmarks.{stream}' needs bundle_stop, window_end or export"
+            "key 'bookmarks.{stream}' needs bundle_stop, window_end or exports"
         ));
     }
-    Ok(WindowBookmark { end, export })
+    exports.sort_by_key(|e| e.start);
+    Ok(WindowBookmark { end, exports })
 }
 
 fn parse_entry(
@@ -538,29 +575,52 @@ mod tests {
     }
 
     #[test]
-    fn window_bookmarks_round_trip() {
+    fn window_bookmarks_round_trip_with_every_export_in_flight() {
         let t = |s: &str| parse_datetime(s).unwrap();
         let mut state = State::default();
+        let pending = |day: u32, op: &str, segment: Option<&str>| PendingExport {
+            start: t(&format!("2024-01-{day:02}T00:00:00Z")),
+            end: t(&format!("2024-01-{:02}T00:00:00Z", day + 1)),
+            operation_id: op.into(),
+            segment_id: segment.map(str::to_string),
+            scope: None,
+        };
         let bookmark = Bookmark::Window(WindowBookmark {
             end: Some(t("2024-01-02T00:00:00Z")),
-            export: Some(PendingExport {
-                start: t("2024-01-02T00:00:00Z"),
-                end: t("2024-01-03T00:00:00Z"),
-                operation_id: "op-1".into(),
-            }),
+            exports: vec![
+                pending(2, "op-1", Some("everyone")),
+                pending(3, "op-2", Some("everyone")),
+            ],
         });
         state.advance(&EVENTS, bookmark.clone());
         let value = state.to_value();
         assert_eq!(
             value["bookmarks"]["events"],
             json!({"replication_key": "EventStart", "window_end": "2024-01-02T00:00:00Z",
-                   "export": {"window_start": "2024-01-02T00:00:00Z", "window_end": "2024-01-03T00:00:00Z", "operation_id": "op-1"}})
+                   "exports": [
+                       {"window_start": "2024-01-02T00:00:00Z", "window_end": "2024-01-03T00:00:00Z", "operation_id": "op-1", "segment_id": "everyone"},
+                       {"window_start": "2024-01-03T00:00:00Z", "window_end": "2024-01-04T00:00:00Z", "operation_id": "op-2", "segment_id": "everyone"}]})
         );
         let back = parse(value).unwrap();
         assert_eq!(back.bookmark(&EVENTS), Some(&bookmark));
+        // The single export of an older state is read as a list of one.
+        let old = parse(json!({"bookmarks": {"events": {"window_end": "2024-01-02T00:00:00Z",
+            "export": {"window_start": "2024-01-02T00:00:00Z", "window_end": "2024-01-03T00:00:00Z", "operation_id": "op-9"}}}}))
+        .unwrap();
+        assert_eq!(
+            old.bookmark(&EVENTS),
+            Some(&Bookmark::Window(WindowBookmark {
+                end: Some(t("2024-01-02T00:00:00Z")),
+                exports: vec![pending(2, "op-9", None)],
+            }))
+        );
         assert!(
             parse(json!({"bookmarks": {"events": {"export": {"operation_id": "x"}}}})).is_err()
         );
+        assert!(
+            parse(json!({"bookmarks": {"events": {"exports": [{"operation_id": "x"}]}}})).is_err()
+        );
+        assert!(parse(json!({"bookmarks": {"events": {"exports": {}}}})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {"window_end": 5}}})).is_err());
         assert!(
             parse(json!({"bookmarks": {"events": {"replication_key": "EventStart"}}})).is_err()

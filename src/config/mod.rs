@@ -83,11 +83,37 @@ pub(crate) enum EventsSource {
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentSettings {
     pub(crate) segment_id: String,
+    /// Which events of a segment with event conditions an event export holds.
+    pub(crate) scope: Option<ExportScope>,
+    /// Windows whose exports may be in flight at once (at least 1).
+    pub(crate) in_flight: usize,
     pub(crate) window: chrono::TimeDelta,
     pub(crate) delay: chrono::TimeDelta,
     pub(crate) lookback: chrono::TimeDelta,
     pub(crate) poll_interval: Duration,
     pub(crate) timeout: Duration,
+}
+
+/// Which events of a segment with event conditions an event export holds,
+/// in order of increasing scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExportScope {
+    Events,
+    Pages,
+    Sessions,
+    Individuals,
+}
+
+impl ExportScope {
+    /// The value the API takes.
+    pub(crate) fn api_name(self) -> &'static str {
+        match self {
+            ExportScope::Events => "SCOPE_EVENT",
+            ExportScope::Pages => "SCOPE_PAGES",
+            ExportScope::Sessions => "SCOPE_SESSIONS",
+            ExportScope::Individuals => "SCOPE_INDIVIDUAL",
+        }
+    }
 }
 
 /// Where a setting's value came from, for error messages.
@@ -314,8 +340,29 @@ impl RawConfig {
                 "must be more than 0 and at most a week",
             ));
         }
+        let scope = match self.string("export_scope")?.as_deref() {
+            None => None,
+            Some("events") => Some(ExportScope::Events),
+            Some("pages") => Some(ExportScope::Pages),
+            Some("sessions") => Some(ExportScope::Sessions),
+            Some("individuals") => Some(ExportScope::Individuals),
+            Some(other) => {
+                return Err(self.bad(
+                    "export_scope",
+                    &format!(
+                        "is {other:?}; use \"events\", \"pages\", \"sessions\" or \"individuals\""
+                    ),
+                ));
+            }
+        };
+        let in_flight = self.integer("exports_in_flight", 1)?;
+        if in_flight > 64 {
+            return Err(self.bad("exports_in_flight", "must be at most 64"));
+        }
         Ok(SegmentSettings {
             segment_id,
+            scope,
+            in_flight: in_flight as usize,
             window: chrono::TimeDelta::seconds(window_secs as i64),
             delay: millis(delay),
             lookback: millis(lookback),

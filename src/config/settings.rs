@@ -201,6 +201,18 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Ids of bundles to pass over deliberately, e.g. one the server sends malformed every time: their events are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_BUNDLES).",
     ),
     setting(
+        "exports_in_flight",
+        Kind::Integer,
+        Some("4"),
+        "Segment Export windows whose exports may be in flight at once: the next ones are created while earlier ones are prepared or downloaded, so FullStory prepares them side by side. Records are still written window by window, in order. 1 does one window at a time.",
+    ),
+    setting(
+        "export_scope",
+        Kind::String,
+        None,
+        "For a segment with event conditions, which events a Segment Export holds: events (only those matching), pages, sessions or individuals (every event of the matching pages, sessions or individuals). Sent only when set; FullStory's default otherwise.",
+    ),
+    setting(
         "custom_properties",
         Kind::String,
         Some("columns"),

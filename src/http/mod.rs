@@ -23,10 +23,12 @@ use retry::parse_retry_after;
 /// How one attempt failed.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// Worth another try, after `retry_after` if the server said so.
+    /// Worth another try, after `retry_after` if the server said so;
+    /// `throttled` when it answered 429 (too many requests).
     Retry {
         why: String,
         retry_after: Option<Duration>,
+        throttled: bool,
     },
     /// Retrying cannot help.
     Fatal(Error),
@@ -40,6 +42,7 @@ impl Failure {
         Failure::Retry {
             why,
             retry_after: None,
+            throttled: false,
         }
     }
 }
@@ -331,6 +334,7 @@ impl Client {
             return Err(Failure::Retry {
                 why: detail,
                 retry_after,
+                throttled: status == StatusCode::TOO_MANY_REQUESTS,
             });
         }
         let redirected_advice;

@@ -115,7 +115,9 @@ impl Retry {
                 // Only callers that expect deletions ask for this; retrying
                 // cannot bring the resource back.
                 Err(Failure::Gone(why)) => return Err(Error::Gone(format!("{what}: {why}"))),
-                Err(Failure::Retry { why, retry_after }) => {
+                Err(Failure::Retry {
+                    why, retry_after, ..
+                }) => {
                     if let Some(wait) = retry_after.filter(|w| *w > self.longest_wait()) {
                         return Err(Error::Api(too_long(what, &why, wait, self.longest_wait())));
                     }
@@ -222,6 +224,7 @@ mod tests {
                     Err(Failure::Retry {
                         why: "HTTP 429".into(),
                         retry_after: parse_retry_after("86400"),
+                        throttled: true,
                     })
                 }
             })

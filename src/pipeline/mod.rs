@@ -21,9 +21,10 @@
 //! ├─ signal (SIGINT/SIGTERM) ─┐
 //! ├─ stdout closed ◀──────────┼─ oneshot ── "stdout-watch" thread: poll(stdout)
 //! └─ Pipeline::run            │  (first to finish ends the run)
-//!    │  units(bookmark) once, then per unit in order:
+//!    │  units(bookmark) once, then per unit in order (and prepare_ahead()
+//!    │  more units readied on the server meanwhile):
 //!    │  prepare (may write a STATE naming work in flight), then
-//!    │  spawn up to 1 + S::LOOKAHEAD fetch tasks ─▶ fetch task: pace, open,
+//!    │  spawn up to 1 + lookahead() fetch tasks ─▶ fetch task: pace, open,
 //!    │                                            body.chunk() (a download,
 //!    │                                            or a REST resource's next
 //!    │                                            page) ──mpsc(4)──▶
@@ -44,7 +45,6 @@
 //! Only `run` writes stdout, in unit order; a dropped [`FetchTask`] aborts
 //! its fetch, and spool files vanish with their handles.
 
-pub(crate) mod progress;
 pub(crate) mod shape;
 #[cfg(test)]
 mod tests;
@@ -66,13 +66,13 @@ use crate::config::{Config, PropertyMode};
 use crate::error::{Error, Result};
 use crate::http::Failure;
 use crate::metrics;
+use crate::progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
 use crate::record::{Properties, Shaper};
 use crate::singer::SingerWriter;
-use crate::source::{Body, Source};
+use crate::source::{Body, Prepared, Source};
 use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
 use crate::state::{Bookmark, LastUpdated, State};
 use crate::stream::PropertyType;
-use progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
 use shape::{ChannelReader, SpoolError, Watermark, spool_unit};
 
 /// What a finished run did.
@@ -256,20 +256,40 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
         tracing::info!("{total} {noun}s to sync");
 
         let run_started = Instant::now();
+        let lookahead = fetcher.source.lookahead();
+        let prepare_ahead = fetcher.source.prepare_ahead();
         let mut queue = units.iter().enumerate();
+        // Units `..prepared` are readied on the server.
+        let mut prepared = 0;
         let mut ahead: VecDeque<FetchTask> = VecDeque::new();
         for (n, unit) in units.iter().enumerate() {
             let id = fetcher.source.id(unit);
             let mut renewals = 0u32;
             let spooled = loop {
-                while ahead.len() <= S::LOOKAHEAD
+                while ahead.len() <= lookahead
                     && let Some((i, next)) = queue.next()
                 {
-                    if let Err(e) = self.prepare(next).await {
-                        stop(ahead).await;
-                        return Err(e);
+                    if i >= prepared {
+                        if let Err(e) = self.prepare(next, false).await {
+                            stop(ahead).await;
+                            return Err(e);
+                        }
+                        prepared = i + 1;
                     }
                     ahead.push_back(fetcher.spawn(next, i, total, self.floor()));
+                }
+                // Later units are readied meanwhile, so the server works on
+                // them while these are fetched; one it defers waits a turn.
+                let horizon = (n + 1 + lookahead + prepare_ahead).min(total);
+                while prepared < horizon {
+                    match self.prepare(&units[prepared], true).await {
+                        Ok(true) => prepared += 1,
+                        Ok(false) => break,
+                        Err(e) => {
+                            stop(ahead).await;
+                            return Err(e);
+                        }
+                    }
                 }
                 let Some(mut task) = ahead.pop_front() else {
                     break None;
@@ -286,8 +306,8 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                     {
                         renewals += 1;
                         tracing::warn!("{e}; starting {noun} {id} over");
-                        let again = match self.prepare(unit).await {
-                            Ok(()) => fetcher.spawn(unit, n, total, self.floor()),
+                        let again = match self.prepare(unit, false).await {
+                            Ok(_) => fetcher.spawn(unit, n, total, self.floor()),
                             Err(e) => {
                                 stop(ahead).await;
                                 return Err(e);
@@ -355,15 +375,25 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
 }
 
 impl<W: Write, S: Source> Pipeline<'_, W, S> {
-    /// Lets the source ready a unit, and writes the STATE it asks for.
-    async fn prepare(&mut self, unit: &S::Unit) -> Result<()> {
+    /// Lets the source ready a unit (`ahead` of its fetch or not), and
+    /// writes the STATE it asks for; false if the source defers it.
+    async fn prepare(&mut self, unit: &S::Unit, ahead: bool) -> Result<bool> {
         let stream = self.fetcher.schema.stream;
         let bookmark = self.state.bookmark(stream);
-        if let Some(bookmark) = self.fetcher.source.prepare(unit, bookmark).await? {
-            self.state.advance(stream, bookmark);
-            self.out.state(self.state.to_value())?;
+        match self.fetcher.source.prepare(unit, bookmark, ahead).await? {
+            Prepared::Ready(Some(bookmark)) => {
+                self.state.advance(stream, bookmark);
+                self.out.state(self.state.to_value())?;
+                Ok(true)
+            }
+            Prepared::Ready(None) => Ok(true),
+            Prepared::Later if ahead => Ok(false),
+            Prepared::Later => Err(Error::Unit(format!(
+                "{} {}: the source put off readying it, yet it is next to fetch",
+                S::UNIT,
+                self.fetcher.source.id(unit)
+            ))),
         }
-        Ok(())
     }
 
     /// Writes the stream's SCHEMA: its selected fields, and every custom
@@ -675,10 +705,9 @@ impl<S: Source> Fetcher<S> {
 
         match (download, processed) {
             (Err(Broke::Fatal(failure)), _) => Err(Attempt::Failed(failure)),
-            (Err(Broke::Off(why)), _) => Err(Attempt::Failed(Failure::Retry {
-                why: format!("download broke off after {received} bytes: {why}"),
-                retry_after: None,
-            })),
+            (Err(Broke::Off(why)), _) => Err(Attempt::Failed(Failure::retry(format!(
+                "download broke off after {received} bytes: {why}"
+            )))),
             (Ok(()), Err(SpoolError::Read(why))) => Err(Attempt::Malformed {
                 why: format!("the {} is incomplete or corrupt: {why}", S::UNIT),
                 body: BodyPrint {

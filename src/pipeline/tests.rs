@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::*;
 use crate::http::retry::{Backoff, Retry};
 use crate::read::Format;
+use crate::source::Prepared;
 use crate::state::{BundleBookmark, WindowBookmark};
 use crate::stream::EVENTS;
 use crate::time::{format_rfc3339, from_unix, parse_datetime};
@@ -98,7 +99,7 @@ impl Script {
 
 /// A source of units 1, 2, ...: unit `n` covers day `n` and its bookmark is
 /// a bundle bookmark at the end of that day with id `n`. `AHEAD` is its
-/// [`Source::LOOKAHEAD`].
+/// [`Source::lookahead`].
 struct Fake<const AHEAD: usize> {
     units: Vec<Arc<Script>>,
     log: Log,
@@ -174,7 +175,10 @@ impl<const AHEAD: usize> Source for Fake<AHEAD> {
     type Body = Scripted;
 
     const UNIT: &'static str = "unit";
-    const LOOKAHEAD: usize = AHEAD;
+
+    fn lookahead(&self) -> usize {
+        AHEAD
+    }
 
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<usize>> {
         let done = bookmark
@@ -184,20 +188,27 @@ impl<const AHEAD: usize> Source for Fake<AHEAD> {
         Ok((done + 1..=self.units.len()).collect())
     }
 
-    async fn prepare(&self, n: &usize, bookmark: Option<&Bookmark>) -> Result<Option<Bookmark>> {
+    async fn prepare(
+        &self,
+        n: &usize,
+        bookmark: Option<&Bookmark>,
+        _ahead: bool,
+    ) -> Result<Prepared> {
         let script = self.script(*n);
         script.prepares.fetch_add(1, Ordering::SeqCst);
         if !script.names_work {
-            return Ok(None);
+            return Ok(Prepared::Ready(None));
         }
-        Ok(Some(Bookmark::Window(WindowBookmark {
+        Ok(Prepared::Ready(Some(Bookmark::Window(WindowBookmark {
             end: bookmark.and_then(Bookmark::done_until),
-            export: Some(crate::state::PendingExport {
+            exports: vec![crate::state::PendingExport {
                 start: day_end(n - 1),
                 end: day_end(*n),
                 operation_id: format!("op-{n}-{}", script.prepares.load(Ordering::SeqCst)),
-            }),
-        })))
+                segment_id: None,
+                scope: None,
+            }],
+        }))))
     }
 
     fn renew(&self, n: &usize) -> bool {
@@ -503,7 +514,7 @@ async fn a_unit_the_source_renews_is_prepared_again_and_written_once() {
     // Each prepare's STATE names its work in flight before any of its records.
     let ops: Vec<&str> = lines
         .iter()
-        .filter_map(|l| l["value"]["bookmarks"]["events"]["export"]["operation_id"].as_str())
+        .filter_map(|l| l["value"]["bookmarks"]["events"]["exports"][0]["operation_id"].as_str())
         .collect();
     assert_eq!(ops, ["op-1-1", "op-2-1", "op-2-2"]);
 }

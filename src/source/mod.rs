@@ -59,6 +59,16 @@ impl Body for HttpBody {
     }
 }
 
+/// What readying a unit gave.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// Ready, and the bookmark to write as STATE at once, if any.
+    Ready(Option<Bookmark>),
+    /// Not now (the server asked to slow down): ask again later. Only for a
+    /// unit readied ahead of its fetch.
+    Later,
+}
+
 /// One source of records. Methods return `Send` futures so units can be
 /// fetched in spawned tasks.
 pub(crate) trait Source: Send + Sync + 'static {
@@ -71,12 +81,19 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// What a unit is called in logs ("bundle").
     const UNIT: &'static str;
 
-    /// Units fetched ahead of the one being written. A source whose
-    /// [`Source::prepare`] returns bookmarks, or that has a
-    /// [`Source::watermark`], must fetch none ahead, so the STATE it asks
-    /// for, and the bookmark records are measured against, are those of the
-    /// unit being written.
-    const LOOKAHEAD: usize = 1;
+    /// Units fetched ahead of the one being written. A source with a
+    /// [`Source::watermark`] must fetch none ahead, so the bookmark its
+    /// records are measured against is that of the unit being written.
+    fn lookahead(&self) -> usize {
+        1
+    }
+
+    /// Units readied ([`Source::prepare`]) ahead of those being fetched, so
+    /// the server works on them meanwhile (Segment Export's exports in
+    /// flight).
+    fn prepare_ahead(&self) -> usize {
+        0
+    }
 
     /// Whether one more STATE closes the stream after its last unit's. The
     /// export streams have always ended so; a REST stream ends with its
@@ -96,15 +113,18 @@ pub(crate) trait Source: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Self::Unit>>> + Send;
 
     /// Readies a unit on the server before its fetch starts (a Segment Export
-    /// is created here). A bookmark returned is written as STATE at once,
-    /// before any of the unit's records: it names work in flight so a run
-    /// started again picks it up. `bookmark` is the stream's current one.
+    /// is created here). A bookmark in [`Prepared::Ready`] is written as
+    /// STATE at once, before any of the unit's records: it names work in
+    /// flight so a run started again picks it up. `bookmark` is the stream's
+    /// current one; `ahead` says the unit is readied ahead of its fetch, and
+    /// may answer [`Prepared::Later`].
     fn prepare(
         &self,
         _unit: &Self::Unit,
         _bookmark: Option<&Bookmark>,
-    ) -> impl Future<Output = Result<Option<Bookmark>>> + Send {
-        async { Ok(None) }
+        _ahead: bool,
+    ) -> impl Future<Output = Result<Prepared>> + Send {
+        async { Ok(Prepared::Ready(None)) }
     }
 
     /// After a unit's fetch failed: whether the source wants it prepared and

@@ -102,13 +102,15 @@ impl Source for Rest {
 
     const UNIT: &'static str = "resource";
 
-    // One unit, measured against the bookmark the run started with.
-    const LOOKAHEAD: usize = 0;
-
     const CLOSING_STATE: bool = false;
 
     fn records(&self) -> &'static str {
         "records"
+    }
+
+    // One unit, measured against the bookmark the run started with.
+    fn lookahead(&self) -> usize {
+        0
     }
 
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Whole>> {

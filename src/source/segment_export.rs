@@ -14,12 +14,13 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{HttpBody, Source};
-use crate::config::{Config, SegmentSettings};
+use super::{HttpBody, Prepared, Source};
+use crate::config::{Config, ExportScope, SegmentSettings};
 use crate::error::{Error, Result};
 use crate::http::body::read_object;
 use crate::http::retry::Retry;
 use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
+use crate::progress::human_duration;
 use crate::read::Format;
 use crate::state::{Bookmark, LastUpdated, PendingExport, WindowBookmark};
 use crate::time::format_rfc3339;
@@ -101,6 +102,9 @@ impl Window {
 struct Export {
     end: DateTime<Utc>,
     operation_id: String,
+    /// What it was created with.
+    segment_id: String,
+    scope: Option<ExportScope>,
     /// Set once the operation completed.
     search_export_id: Option<String>,
     /// The server lost it (failed or expired): make another.
@@ -154,9 +158,18 @@ impl SegmentExport {
         )
     }
 
-    /// Creates the export of one window; returns its operation id.
+    /// Creates the export of one window, retrying as the policy says;
+    /// returns its operation id.
     async fn create(&self, window: &Window) -> Result<String> {
-        let body = json!({
+        let what = format!("creating the {}", self.label(window));
+        self.retry
+            .run(&what, None, || self.create_once(window))
+            .await
+    }
+
+    /// One attempt at creating the export of one window.
+    async fn create_once(&self, window: &Window) -> Result<String, Failure> {
+        let mut body = json!({
             "segmentId": self.settings.segment_id,
             "type": self.kind.api_name(),
             "format": FORMAT.0,
@@ -168,22 +181,19 @@ impl SegmentExport {
             // (recent) range, so a backfill is not cut short.
             "segmentTimeRange": {"start": "", "end": ""},
         });
+        if let Some(scope) = self.scope() {
+            body["eventDetails"] = json!({"scope": scope.api_name()});
+        }
         let url = format!("{}/segments/v1/exports", self.client.api_url());
-        let what = format!("creating the {}", self.label(window));
-        let answer = self
-            .retry
-            .run(&what, None, || async {
-                let resp = self.client.post_json(&url, CREATE, &body).await?;
-                read_object(resp, "the export creation").await
-            })
-            .await?;
+        let resp = self.client.post_json(&url, CREATE, &body).await?;
+        let answer = read_object(resp, "the export creation").await?;
         match answer.get("operationId") {
             Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-            _ => Err(Error::Api(format!(
+            _ => Err(Failure::Fatal(Error::Api(format!(
                 "creating the {}: the answer has no operationId: {}",
                 self.label(window),
                 snippet(answer.to_string().as_bytes())
-            ))),
+            )))),
         }
     }
 
@@ -259,11 +269,12 @@ impl SegmentExport {
             let pct = op.get("estimatePctComplete").and_then(Value::as_f64);
             if pct != last_pct || last_pct.is_none() {
                 tracing::info!(
-                    "{}: operation {operation_id} is {}{}",
+                    "{}: operation {operation_id} is {}{}, {} waited so far",
                     self.label(window),
                     if state.is_empty() { "pending" } else { state },
                     pct.map(|p| format!(", about {p:.0}% done"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    human_duration(started.elapsed())
                 );
                 last_pct = pct.or(Some(-1.0));
             }
@@ -316,6 +327,32 @@ impl SegmentExport {
         }
     }
 
+    /// The scope this run asks for: for event exports only.
+    fn scope(&self) -> Option<ExportScope> {
+        match self.kind {
+            ExportType::Events => self.settings.scope,
+            ExportType::Individuals => None,
+        }
+    }
+
+    /// The stream's bookmark: done up to `end`, with every export in flight.
+    fn in_flight(&self, end: Option<DateTime<Utc>>) -> WindowBookmark {
+        let mut exports: Vec<PendingExport> = self
+            .exports()
+            .iter()
+            .filter(|(_, e)| !e.failed)
+            .map(|(start, e)| PendingExport {
+                start: *start,
+                end: e.end,
+                operation_id: e.operation_id.clone(),
+                segment_id: Some(e.segment_id.clone()),
+                scope: e.scope.map(|s| s.api_name().to_string()),
+            })
+            .collect();
+        exports.sort_by_key(|e| e.start);
+        WindowBookmark { end, exports }
+    }
+
     fn mark_failed(&self, window: &Window) {
         if let Some(e) = self.exports().get_mut(&window.start) {
             e.failed = true;
@@ -334,19 +371,25 @@ impl Source for SegmentExport {
 
     const UNIT: &'static str = "window";
 
-    // One export at a time: the STATE naming it is about the window being written.
-    const LOOKAHEAD: usize = 0;
-
     fn records(&self) -> &'static str {
         self.kind.noun()
+    }
+
+    // With exports in flight, the next window downloads while one is written.
+    fn lookahead(&self) -> usize {
+        usize::from(self.settings.in_flight > 1)
+    }
+
+    fn prepare_ahead(&self) -> usize {
+        self.settings.in_flight - 1 - self.lookahead()
     }
 
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Window>> {
         let now = Utc::now();
         let done = bookmark.and_then(Bookmark::done_until);
         let pending = match bookmark {
-            Some(Bookmark::Window(w)) => w.export.clone(),
-            _ => None,
+            Some(Bookmark::Window(w)) => w.exports.clone(),
+            _ => Vec::new(),
         };
         *self.floor.lock().unwrap_or_else(|e| e.into_inner()) = done;
         let (mut from, from_what) = match done {
@@ -356,7 +399,7 @@ impl Source for SegmentExport {
         // Lookback re-exports recent windows, except when an export is in
         // flight: the run that created it already looked back.
         let lookback = self.settings.lookback;
-        if done.is_some() && lookback > TimeDelta::zero() && pending.is_none() {
+        if done.is_some() && lookback > TimeDelta::zero() && pending.is_empty() {
             from = (from - lookback).max(self.start_date.min(from));
             tracing::info!(
                 "looking back {:.2}h: exporting again from {}",
@@ -390,34 +433,55 @@ impl Source for SegmentExport {
                 }
             ),
         }
-        if let Some(p) = pending {
-            match windows
+        for p in pending {
+            let Some(w) = windows
                 .iter()
                 .find(|w| w.start == p.start && w.end == p.end)
-            {
-                Some(w) => {
-                    tracing::info!(
-                        "{}: resuming operation {} named in the state",
-                        self.label(w),
-                        p.operation_id
-                    );
-                    self.exports().insert(
-                        w.start,
-                        Export {
-                            end: w.end,
-                            operation_id: p.operation_id,
-                            search_export_id: None,
-                            failed: false,
-                        },
-                    );
-                }
-                None => tracing::warn!(
+            else {
+                tracing::warn!(
                     "the state names operation {} for {}..{}, which is not a window of this run; it is left alone",
                     p.operation_id,
                     format_rfc3339(p.start),
                     format_rfc3339(p.end)
-                ),
+                );
+                continue;
+            };
+            // An export made otherwise than this run would make it holds
+            // other rows: never take them for this window's.
+            let scope = self.scope().map(ExportScope::api_name);
+            let segment = p.segment_id.as_deref().unwrap_or(&self.settings.segment_id);
+            if segment != self.settings.segment_id || p.scope.as_deref() != scope {
+                tracing::warn!(
+                    "{}: the state names operation {} created for segment {segment:?}{}, but this run exports segment {:?}{}: creating a new export instead",
+                    self.label(w),
+                    p.operation_id,
+                    p.scope
+                        .as_deref()
+                        .map(|s| format!(" with scope {s}"))
+                        .unwrap_or_default(),
+                    self.settings.segment_id,
+                    scope
+                        .map(|s| format!(" with scope {s}"))
+                        .unwrap_or_default(),
+                );
+                continue;
             }
+            tracing::info!(
+                "{}: resuming operation {} named in the state",
+                self.label(w),
+                p.operation_id
+            );
+            self.exports().insert(
+                w.start,
+                Export {
+                    end: w.end,
+                    operation_id: p.operation_id,
+                    segment_id: self.settings.segment_id.clone(),
+                    scope: self.scope(),
+                    search_export_id: None,
+                    failed: false,
+                },
+            );
         }
         Ok(windows)
     }
@@ -426,33 +490,49 @@ impl Source for SegmentExport {
         &self,
         window: &Window,
         bookmark: Option<&Bookmark>,
-    ) -> Result<Option<Bookmark>> {
+        ahead: bool,
+    ) -> Result<Prepared> {
         let live = self
             .exports()
             .get(&window.start)
             .is_some_and(|e| !e.failed && e.end == window.end);
         if live {
-            return Ok(None);
+            return Ok(Prepared::Ready(None));
         }
-        let operation_id = self.create(window).await?;
+        let operation_id = if ahead {
+            // Ahead of time, a server asking to slow down is let be: this
+            // window is asked for again later, when it is nearer.
+            match self.create_once(window).await {
+                Ok(id) => id,
+                Err(Failure::Retry {
+                    throttled: true, ..
+                }) => {
+                    tracing::info!(
+                        "{}: the server asks to slow down creating exports (HTTP 429); creating it later",
+                        self.label(window)
+                    );
+                    return Ok(Prepared::Later);
+                }
+                Err(_) => self.create(window).await?,
+            }
+        } else {
+            self.create(window).await?
+        };
         tracing::info!("{}: created operation {operation_id}", self.label(window));
         self.exports().insert(
             window.start,
             Export {
                 end: window.end,
-                operation_id: operation_id.clone(),
+                operation_id,
+                segment_id: self.settings.segment_id.clone(),
+                scope: self.scope(),
                 search_export_id: None,
                 failed: false,
             },
         );
-        Ok(Some(Bookmark::Window(WindowBookmark {
-            end: bookmark.and_then(Bookmark::done_until),
-            export: Some(PendingExport {
-                start: window.start,
-                end: window.end,
-                operation_id,
-            }),
-        })))
+        Ok(Prepared::Ready(Some(Bookmark::Window(
+            self.in_flight(bookmark.and_then(Bookmark::done_until)),
+        ))))
     }
 
     fn renew(&self, window: &Window) -> bool {
@@ -506,10 +586,9 @@ impl Source for SegmentExport {
             Some(floor) if floor > window.end => floor,
             _ => window.end,
         };
-        Ok(Some(Bookmark::Window(WindowBookmark {
-            end: Some(end),
-            export: None,
-        })))
+        // Its export is done with; the others stay named.
+        self.exports().remove(&window.start);
+        Ok(Some(Bookmark::Window(self.in_flight(Some(end)))))
     }
 
     fn retry(&self) -> &Retry {

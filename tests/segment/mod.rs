@@ -59,6 +59,11 @@ fn events_state(state: &Value) -> &Value {
     &state["bookmarks"]["events"]
 }
 
+/// The oldest export a bookmark entry names as in flight.
+fn first_export(entry: &Value) -> Option<&Value> {
+    entry["exports"].as_array().and_then(|list| list.first())
+}
+
 /// A bookmark entry without the custom property columns it lists.
 fn bookmark_only(entry: &Value) -> Value {
     let mut entry = entry.clone();
@@ -83,19 +88,24 @@ fn assert_windows_in_order(run: &Run) {
         match m["type"].as_str() {
             Some("STATE") => {
                 let e = events_state(&m["value"]);
-                if let Some(export) = e.get("export") {
-                    let span = (
+                let end = e.get("window_end").and_then(Value::as_str);
+                if end.is_some() && end != last_end.as_deref() {
+                    if let Some((_, want)) = &open {
+                        assert_eq!(
+                            end,
+                            Some(want.as_str()),
+                            "bookmark moves to the window's end"
+                        );
+                    }
+                    last_end = end.map(str::to_string);
+                }
+                // The records that follow are the oldest window's in flight.
+                open = first_export(e).map(|export| {
+                    (
                         export["window_start"].as_str().unwrap().to_string(),
                         export["window_end"].as_str().unwrap().to_string(),
-                    );
-                    open = Some(span);
-                } else if let Some(end) = e.get("window_end").and_then(Value::as_str) {
-                    if let Some((_, want)) = &open {
-                        assert_eq!(end, want, "bookmark moves to the window's end");
-                    }
-                    last_end = Some(end.to_string());
-                    open = None;
-                }
+                    )
+                });
             }
             Some("RECORD") if m["stream"] == "events" => {
                 let (start, end) = open.clone().expect("a record outside any export");
@@ -188,7 +198,12 @@ fn smaller_windows_align_to_midnight_and_wait_for_the_delay() {
     let exports: Vec<(String, String)> = run
         .states()
         .iter()
-        .filter_map(|s| events_state(s).get("export").cloned())
+        .flat_map(|s| {
+            events_state(s)["exports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
         .map(|e| {
             (
                 e["window_start"].as_str().unwrap().to_string(),
@@ -196,6 +211,9 @@ fn smaller_windows_align_to_midnight_and_wait_for_the_delay() {
             )
         })
         .collect();
+    let mut exports = exports;
+    let mut seen = HashSet::new();
+    exports.retain(|span| seen.insert(span.clone()));
     let h = |hours: i64| rfc3339(T0 + hours * 3600);
     assert_eq!(
         exports,
@@ -252,7 +270,7 @@ fn a_run_killed_while_an_export_is_pending_resumes_it_without_a_second_create() 
             msg["type"], "RECORD",
             "no record while the export is pending"
         );
-        if msg["type"] == "STATE" && events_state(&msg["value"]).get("export").is_some() {
+        if msg["type"] == "STATE" && first_export(events_state(&msg["value"])).is_some() {
             state = Some(msg["value"].clone());
         }
     }
@@ -277,7 +295,7 @@ fn a_run_killed_while_an_export_is_pending_resumes_it_without_a_second_create() 
         .read_to_string(&mut stderr)
         .unwrap();
     assert!(!stderr.contains(KEY));
-    let op = events_state(&state)["export"]["operation_id"]
+    let op = events_state(&state)["exports"][0]["operation_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -364,8 +382,8 @@ fn faults_are_survived_with_every_event_once() {
         .states()
         .iter()
         .filter_map(|s| {
-            events_state(s)["export"]["operation_id"]
-                .as_str()
+            first_export(events_state(s))
+                .and_then(|e| e["operation_id"].as_str())
                 .map(String::from)
         })
         .collect();
@@ -401,7 +419,8 @@ fn an_operation_that_keeps_failing_stops_the_run_quoting_the_details() {
     for _ in 0..10 {
         srv.fail_next_operation("quota exceeded for exports");
     }
-    let mut cfg = seg_config(&srv, 2);
+    // One window, so every export created is that window's.
+    let mut cfg = seg_config(&srv, 1);
     cfg["max_retries"] = json!(2);
     let run = Tap::new()
         .config(&cfg)
@@ -442,7 +461,7 @@ fn a_timed_out_export_says_the_next_run_resumes_it() {
         run.last_log()
     );
     let state = run.last_state();
-    let op = events_state(&state)["export"]["operation_id"]
+    let op = events_state(&state)["exports"][0]["operation_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -503,7 +522,7 @@ fn a_server_error_that_quotes_a_404_is_not_taken_for_a_lost_export() {
         run.stderr
     );
     assert!(
-        events_state(&run.last_state())["export"]["operation_id"].is_string(),
+        events_state(&run.last_state())["exports"][0]["operation_id"].is_string(),
         "{}",
         run.stdout
     );
@@ -575,7 +594,7 @@ fn switching_from_bundles_continues_at_the_bookmark_with_no_gap_or_overlap() {
         let first_export = run
             .states()
             .iter()
-            .find_map(|s| events_state(s).get("export").cloned())
+            .find_map(|s| first_export(events_state(s)).cloned())
             .unwrap();
         assert_eq!(
             first_export["window_start"],
@@ -729,4 +748,266 @@ fn switching_back_to_bundles_continues_at_the_window_bookmark() {
     assert_eq!(a.len() + b.len(), total_events(&specs));
     assert!(a.keys().all(|k| !b.contains_key(k)));
     assert_eq!(bookmark_stop(&rest.last_state()), rfc3339(specs[2].stop));
+}
+
+/// The most exports any STATE names as in flight.
+fn most_in_flight(run: &Run) -> usize {
+    run.states()
+        .iter()
+        .map(|s| events_state(s)["exports"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The bookmark's window ends, each once, in the order the STATEs moved it.
+fn ends(run: &Run) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in run.states() {
+        if let Some(end) = events_state(&s)["window_end"].as_str()
+            && out.last().map(String::as_str) != Some(end)
+        {
+            out.push(end.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn several_exports_in_flight_commit_window_by_window() {
+    let specs = bundles(6, 20, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let mut cfg = seg_config(&srv, 6);
+    cfg["exports_in_flight"] = json!(3);
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&events_only())
+        .run()
+        .success();
+    assert_eq!(by_key(&event_records(&run)).len(), total_events(&specs));
+    assert_windows_in_order(&run);
+    let want: Vec<String> = (1..=6).map(|d| rfc3339(T0 + d * DAY)).collect();
+    assert_eq!(ends(&run), want, "one STATE moving the bookmark per window");
+    assert_eq!(most_in_flight(&run), 3);
+    // Three exports were created before the first window was written.
+    let msgs = run.messages();
+    let first = msgs.iter().position(|m| m["type"] == "RECORD").unwrap();
+    let before = msgs[..first]
+        .iter()
+        .rev()
+        .find(|m| m["type"] == "STATE")
+        .unwrap();
+    assert_eq!(
+        events_state(&before["value"])["exports"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(srv.operations_created(), 6);
+    // One at a time, as before: never more than one named.
+    let srv = server(specs.clone());
+    let mut cfg = seg_config(&srv, 6);
+    cfg["exports_in_flight"] = json!(1);
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&events_only())
+        .run()
+        .success();
+    assert_eq!(most_in_flight(&run), 1);
+    assert_eq!(ends(&run), want);
+}
+
+#[test]
+fn a_run_killed_with_exports_in_flight_polls_them_again_instead_of_creating_them() {
+    let specs = bundles(6, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.set_pending_polls(100_000);
+    let mut cfg = seg_config(&srv, 6);
+    cfg["exports_in_flight"] = json!(4);
+    let tap = Tap::new().config(&cfg).catalog(&events_only());
+    let mut child = tap.spawn();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let started = Instant::now();
+    let mut state = None;
+    let mut line = String::new();
+    while state.is_none() && started.elapsed() < Duration::from_secs(20) {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let msg: Value = serde_json::from_str(&line).unwrap();
+        if msg["type"] == "STATE"
+            && events_state(&msg["value"])["exports"]
+                .as_array()
+                .map_or(0, Vec::len)
+                == 4
+        {
+            state = Some(msg["value"].clone());
+        }
+    }
+    let state = state.expect("a STATE naming four exports");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(srv.operations_created(), 4);
+
+    srv.set_pending_polls(1);
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&events_only())
+        .state(&state)
+        .run()
+        .success();
+    // The four named are polled; only the last two windows get new ones.
+    assert_eq!(srv.operations_created(), 6);
+    assert_eq!(
+        run.stderr.matches("resuming operation").count(),
+        4,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(by_key(&event_records(&run)).len(), total_events(&specs));
+
+    // The single export of an older STATE resumes too.
+    let srv = server(specs.clone());
+    srv.set_pending_polls(100_000);
+    let mut one = seg_config(&srv, 1);
+    one["exports_in_flight"] = json!(1);
+    let killed = Tap::new().config(&one).catalog(&events_only());
+    let mut child = killed.spawn();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut op = None;
+    while op.is_none() {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "no STATE naming an export"
+        );
+        let msg: Value = serde_json::from_str(&line).unwrap();
+        op = first_export(events_state(&msg["value"])).cloned();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let export = op.unwrap();
+    let old = json!({"bookmarks": {"events": {"export": {
+        "window_start": export["window_start"], "window_end": export["window_end"],
+        "operation_id": export["operation_id"]}}}});
+    srv.set_pending_polls(1);
+    let run = Tap::new()
+        .config(&one)
+        .catalog(&events_only())
+        .state(&old)
+        .run()
+        .success();
+    assert_eq!(srv.operations_created(), 1);
+    assert_eq!(run.records().len(), specs[0].events);
+}
+
+#[test]
+fn a_failed_export_among_those_in_flight_is_created_again_alone() {
+    let specs = bundles(4, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.fail_operation_for(T0 + DAY, "export expired");
+    let mut cfg = seg_config(&srv, 4);
+    cfg["exports_in_flight"] = json!(4);
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&events_only())
+        .run()
+        .success();
+    assert_eq!(
+        srv.operations_created(),
+        5,
+        "the failed one alone made again"
+    );
+    assert_eq!(by_key(&event_records(&run)).len(), total_events(&specs));
+    assert_windows_in_order(&run);
+    assert!(
+        run.stderr.contains("FAILED: export expired"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_429_on_creating_ahead_puts_it_off_instead_of_waiting_or_failing() {
+    let specs = bundles(4, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    // The third creation, the first ahead of a fetch, is told to wait long.
+    srv.push_fault(Route::SegmentCreate, Fault::Pass);
+    srv.push_fault(Route::SegmentCreate, Fault::Pass);
+    srv.push_fault(
+        Route::SegmentCreate,
+        Fault::Status {
+            code: 429,
+            headers: vec![("Retry-After".into(), "30".into())],
+            body: br#"{"code":"too_many_requests"}"#.to_vec(),
+        },
+    );
+    let mut cfg = seg_config(&srv, 4);
+    cfg["exports_in_flight"] = json!(4);
+    let started = Instant::now();
+    let run = Tap::new()
+        .config(&cfg)
+        .catalog(&events_only())
+        .run()
+        .success();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("creating it later"), "{}", run.stderr);
+    assert_eq!(srv.operations_created(), 4);
+    assert_eq!(by_key(&event_records(&run)).len(), total_events(&specs));
+}
+
+#[test]
+fn an_export_in_flight_for_another_segment_is_not_taken_for_this_one() {
+    let specs = bundles(1, 10, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    srv.set_pending_polls(100_000);
+    let mut a = seg_config(&srv, 1);
+    a["segment_id"] = json!("segment-a");
+    let tap = Tap::new().config(&a).catalog(&events_only());
+    let mut child = tap.spawn();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut state = None;
+    let mut line = String::new();
+    while state.is_none() {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "no STATE naming an export"
+        );
+        let msg: Value = serde_json::from_str(&line).unwrap();
+        if first_export(events_state(&msg["value"])).is_some() {
+            state = Some(msg["value"].clone());
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = state.unwrap();
+    assert_eq!(
+        first_export(events_state(&state)).unwrap()["segment_id"],
+        "segment-a"
+    );
+
+    srv.set_pending_polls(1);
+    let mut b = seg_config(&srv, 1);
+    b["segment_id"] = json!("segment-b");
+    let run = Tap::new()
+        .config(&b)
+        .catalog(&events_only())
+        .state(&state)
+        .run()
+        .success();
+    assert_eq!(srv.operations_created(), 2, "a new export for segment-b");
+    assert!(
+        run.stderr.contains("created for segment \"segment-a\"")
+            && run.stderr.contains("creating a new export instead"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("resuming operation"), "{}", run.stderr);
+    assert_eq!(run.records().len(), 10);
 }

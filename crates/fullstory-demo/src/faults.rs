@@ -63,6 +63,9 @@ pub enum Fault {
     LyingContentLength { declared: usize },
     /// Read the request, then close without answering.
     Drop,
+    /// Nothing: the normal answer. Queued before another fault, it lets
+    /// that one apply to a later matching request.
+    Pass,
     /// Answer with this status and, as a `text/plain` body, the request line
     /// and headers as received, the way debug proxies and WAF pages echo
     /// them (the `Authorization` header included).
@@ -81,6 +84,7 @@ impl Fault {
             Fault::LyingContentLength { .. } => "lying-content-length",
             Fault::Drop => "drop",
             Fault::Echo { .. } => "echo",
+            Fault::Pass => "pass",
         }
     }
 }
@@ -137,6 +141,7 @@ pub(crate) fn apply(fault: Fault, req: &Request) -> (Option<Option<Response<'sta
             })),
             Delivery::Full,
         ),
+        Fault::Pass => (None, Delivery::Full),
         // These distort the normal response, which then does not count
         // against the rate limit.
         Fault::Truncate { after } => (None, Delivery::Truncate(after)),

@@ -79,6 +79,11 @@ struct ExportState {
     link_ttl: Duration,
     /// `errorDetails` for the next operations created, which will fail.
     fail_next: VecDeque<String>,
+    /// `errorDetails` for the next operations created for a window
+    /// starting at this instant (ms), which will fail.
+    fail_window: HashMap<i64, VecDeque<String>>,
+    /// How long an operation takes to prepare, besides its pending polls.
+    prepare_time: Duration,
     /// How many of the next links are handed out already expired.
     expired_links: u32,
 }
@@ -92,6 +97,7 @@ struct Operation {
     polls: u32,
     fails: Option<String>,
     search_id: String,
+    created: Instant,
 }
 
 impl Exports {
@@ -107,6 +113,8 @@ impl Exports {
                 pending_polls: 2,
                 link_ttl: Duration::from_secs(60),
                 fail_next: VecDeque::new(),
+                fail_window: HashMap::new(),
+                prepare_time: Duration::ZERO,
                 expired_links: 0,
             }),
         }
@@ -195,7 +203,11 @@ impl Exports {
         let n = st.next;
         st.next += 1;
         let id = format!("op-{n:04}");
-        let fails = st.fail_next.pop_front();
+        let fails = st.fail_next.pop_front().or_else(|| {
+            st.fail_window
+                .get_mut(&start_ms)
+                .and_then(VecDeque::pop_front)
+        });
         let polls_left = st.pending_polls;
         st.operations.insert(
             id.clone(),
@@ -208,6 +220,7 @@ impl Exports {
                 polls: 0,
                 fails,
                 search_id: format!("se-{n:04}"),
+                created: Instant::now(),
             },
         );
         Response::json(200, json!({ "operationId": id }).to_string())
@@ -216,6 +229,7 @@ impl Exports {
     fn poll(&self, id: &str, bundles: &[BundleSpec]) -> Response<'static> {
         let mut st = self.state();
         let pending = st.pending_polls;
+        let prepare_time = st.prepare_time;
         let Some(op) = st.operations.get_mut(id) else {
             return Response::json(404, r#"{"code":"not_found"}"#);
         };
@@ -223,11 +237,16 @@ impl Exports {
         // Lowering pending_polls lets waiting operations finish too.
         op.polls_left = op.polls_left.min(pending);
         let mut answer = json!({"id": id, "type": "SEARCH_EXPORT", "createdAt": now()});
-        if op.polls_left > 0 {
-            op.polls_left -= 1;
-            let pct = (op.polls * 100 / (op.polls + op.polls_left + 1)).min(99);
+        let preparing = op.created.elapsed() < prepare_time;
+        if op.polls_left > 0 || preparing {
+            op.polls_left = op.polls_left.saturating_sub(1);
+            let pct = if preparing {
+                (op.created.elapsed().as_millis() * 100 / prepare_time.as_millis().max(1)) as u32
+            } else {
+                op.polls * 100 / (op.polls + op.polls_left + 1)
+            };
             answer["state"] = json!("PENDING");
-            answer["estimatePctComplete"] = json!(pct);
+            answer["estimatePctComplete"] = json!(pct.min(99));
             return Response::json(200, answer.to_string());
         }
         answer["finishedAt"] = json!(now());
@@ -505,6 +524,24 @@ impl Server {
     /// (default 2). Lowering it lets operations already waiting finish sooner.
     pub fn set_pending_polls(&self, polls: u32) {
         self.shared.segment.state().pending_polls = polls;
+    }
+
+    /// Operations stay `PENDING` at least this long after they are
+    /// created, as a real export takes time to prepare (default none).
+    pub fn set_prepare_time(&self, time: Duration) {
+        self.shared.segment.state().prepare_time = time;
+    }
+
+    /// The next operation created for the window starting at `start`
+    /// (unix seconds) fails with this `errorDetails`.
+    pub fn fail_operation_for(&self, start: i64, details: &str) {
+        self.shared
+            .segment
+            .state()
+            .fail_window
+            .entry(start * 1000)
+            .or_default()
+            .push_back(details.to_string());
     }
 
     /// How long a download link works (default 60 s).

@@ -54,6 +54,9 @@ struct Args {
     /// (`evt_extra<k>_<type>`), for events rich in them.
     #[arg(long, default_value_t = 0)]
     properties: usize,
+    /// Seconds a Segment Export operation takes to prepare.
+    #[arg(long, default_value_t = 0.0)]
+    export_prepare_secs: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,6 +126,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if args.export_prepare_secs > 0.0 {
+        server.set_prepare_time(Duration::from_secs_f64(args.export_prepare_secs));
+    }
     eprintln!(
         "fullstory-demo-server listening on {} ({} bundles x {} events)",
         server.url(),

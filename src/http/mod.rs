@@ -10,7 +10,7 @@ pub(crate) mod retry;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, IF_RANGE, RANGE, RETRY_AFTER};
 use reqwest::{Method, Response, StatusCode, Url};
 
 use crate::config::Config;
@@ -184,8 +184,11 @@ impl Client {
         forbidden: Option<&str>,
     ) -> Result<Response, Failure> {
         self.check_key_target(url)?;
-        self.send(Method::GET, url, None, endpoint, true, forbidden)
-            .await
+        self.send(Call {
+            forbidden,
+            ..Call::new(Method::GET, url, endpoint)
+        })
+        .await
     }
 
     /// Sends one authenticated POST with a JSON body to an API host.
@@ -196,8 +199,11 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<Response, Failure> {
         self.check_key_target(url)?;
-        self.send(Method::POST, url, Some(body), endpoint, true, None)
-            .await
+        self.send(Call {
+            json: Some(body),
+            ..Call::new(Method::POST, url, endpoint)
+        })
+        .await
     }
 
     /// Refuses any host but base_url's and api_url's, and plain http to
@@ -237,19 +243,46 @@ impl Client {
         url: &str,
         endpoint: Endpoint,
     ) -> Result<Response, Failure> {
-        self.send(Method::GET, url, None, endpoint, false, None)
-            .await
+        self.send(Call {
+            auth: false,
+            ..Call::new(Method::GET, url, endpoint)
+        })
+        .await
     }
 
-    async fn send(
+    /// Asks for the rest of a download from byte `from` on (`Range`), only
+    /// if it is still the file `validator` (its `ETag` or `Last-Modified`)
+    /// names (`If-Range`); with the key if `auth`, as the first request had
+    /// it. A server may answer 206 with the rest, or 200 with all of it.
+    pub(crate) async fn get_rest(
         &self,
-        method: Method,
         url: &str,
-        json: Option<&serde_json::Value>,
         endpoint: Endpoint,
         auth: bool,
-        forbidden: Option<&str>,
+        from: u64,
+        validator: Option<&HeaderValue>,
     ) -> Result<Response, Failure> {
+        if auth {
+            self.check_key_target(url)?;
+        }
+        self.send(Call {
+            auth,
+            range: Some((from, validator)),
+            ..Call::new(Method::GET, url, endpoint)
+        })
+        .await
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<Response, Failure> {
+        let Call {
+            method,
+            url,
+            json,
+            endpoint,
+            auth,
+            forbidden,
+            range,
+        } = call;
         let shown = redact::url(url);
         tracing::info!("{method} {shown}");
         let parsed = Url::parse(url).ok();
@@ -265,6 +298,12 @@ impl Client {
             request = request
                 .header(CONTENT_TYPE, "application/json")
                 .body(json.to_string());
+        }
+        if let Some((from, validator)) = range {
+            request = request.header(RANGE, format!("bytes={from}-"));
+            if let Some(v) = validator {
+                request = request.header(IF_RANGE, v.clone());
+            }
         }
         let result = request.send().await;
         let elapsed = started.elapsed();
@@ -399,6 +438,35 @@ fn transport(e: &reqwest::Error) -> Transport {
         cause = err.source();
     }
     Transport::Other
+}
+
+/// One request, as [`Client::send`] makes it.
+struct Call<'a> {
+    method: Method,
+    url: &'a str,
+    json: Option<&'a serde_json::Value>,
+    endpoint: Endpoint,
+    /// Whether the API key goes along.
+    auth: bool,
+    /// What a 403 means here, if not just the key.
+    forbidden: Option<&'a str>,
+    /// The rest of a file from this byte on, if it is still the one the
+    /// validator names.
+    range: Option<(u64, Option<&'a HeaderValue>)>,
+}
+
+impl<'a> Call<'a> {
+    fn new(method: Method, url: &'a str, endpoint: Endpoint) -> Call<'a> {
+        Call {
+            method,
+            url,
+            json: None,
+            endpoint,
+            auth: true,
+            forbidden: None,
+            range: None,
+        }
+    }
 }
 
 /// What a reqwest client is built from.

@@ -57,7 +57,7 @@ pub(crate) struct DataExport {
     end_date: Option<DateTime<Utc>>,
     retry: Retry,
     /// FullStory limits bundle downloads (2 a minute by default).
-    downloads: Pace,
+    downloads: Arc<Pace>,
     /// Bundles the operator chose to pass over (`skip_bundles`).
     skip: HashSet<String>,
 }
@@ -69,11 +69,11 @@ impl DataExport {
             start_date: config.start_date,
             end_date: config.end_date,
             retry,
-            downloads: Pace::new(
+            downloads: Arc::new(Pace::new(
                 "downloads",
                 config.downloads_per_window,
                 config.download_window,
-            ),
+            )),
             skip: config.skip_bundles.iter().cloned().collect(),
         }
     }
@@ -209,7 +209,17 @@ impl Source for DataExport {
             self.client.base_url(),
             url_escape(&bundle.id)
         );
-        self.client.get(&url, GET).await.map(HttpBody::new)
+        let resp = self.client.get(&url, GET).await?;
+        Ok(HttpBody::resumable(
+            resp,
+            Arc::clone(&self.client),
+            url,
+            GET,
+            true,
+            Some(Arc::clone(&self.downloads)),
+            self.retry,
+            format!("bundle {}", bundle.id),
+        ))
     }
 
     fn format(&self, _: &BundleInfo) -> Format {

@@ -12,13 +12,16 @@ pub(crate) mod data_export;
 pub(crate) mod rest;
 pub(crate) mod segment_export;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use reqwest::Response;
+use reqwest::header::{ACCEPT_RANGES, CONTENT_RANGE, ETAG, HeaderValue, LAST_MODIFIED};
 
 use crate::error::Result;
 use crate::http::pace::Pace;
 use crate::http::retry::Retry;
-use crate::http::{Failure, chain};
+use crate::http::{Client, Endpoint, Failure, chain};
 use crate::read::Format;
 use crate::state::{Bookmark, LastUpdated};
 
@@ -37,25 +40,192 @@ pub(crate) trait Body: Send + 'static {
     fn chunk(&mut self) -> impl Future<Output = Result<Option<Bytes>, Failure>> + Send;
 }
 
-/// A download, as reqwest delivers it.
-pub(crate) struct HttpBody(Response);
+/// A download, as reqwest delivers it; one that breaks off is picked up
+/// where it stopped when the server can send the rest (see [`Resume`]).
+pub(crate) struct HttpBody {
+    resp: Response,
+    resume: Option<Resume>,
+    /// Bytes received so far, over every response.
+    received: u64,
+    /// The size the first response announced.
+    total: Option<u64>,
+}
+
+/// How to ask for the rest of a download that broke off: `Range` from the
+/// byte it stopped at, `If-Range` its `ETag` (or `Last-Modified`), so that a
+/// file that changed in between comes whole or not at all. The rest counts
+/// only as a 206 whose `Content-Range` starts at that byte and has the
+/// first answer's length; anything else starts the download over, and the
+/// checks of the whole body (gzip CRC and length, a closed array) decide,
+/// as ever, whether the unit is complete.
+pub(crate) struct Resume {
+    client: Arc<Client>,
+    url: String,
+    endpoint: Endpoint,
+    /// Whether the key goes along (not to a signed storage link).
+    auth: bool,
+    /// The pace downloads keep, if they have one.
+    pace: Option<Arc<Pace>>,
+    retry: Retry,
+    /// What the download is, for the log.
+    what: String,
+    validator: Option<HeaderValue>,
+    resumed: u32,
+}
 
 impl HttpBody {
-    pub(crate) fn new(resp: Response) -> HttpBody {
-        HttpBody(resp)
+    /// A download of `url` that asks for the rest after a break, up to the
+    /// retry policy's number of times.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn resumable(
+        resp: Response,
+        client: Arc<Client>,
+        url: String,
+        endpoint: Endpoint,
+        auth: bool,
+        pace: Option<Arc<Pace>>,
+        retry: Retry,
+        what: String,
+    ) -> HttpBody {
+        let headers = resp.headers();
+        let refuses = headers
+            .get(ACCEPT_RANGES)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"none"));
+        // A weak ETag does not promise the same bytes: Last-Modified then.
+        let validator = headers
+            .get(ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .or_else(|| headers.get(LAST_MODIFIED))
+            .cloned();
+        let total = resp.content_length();
+        HttpBody {
+            resp,
+            resume: (!refuses).then_some(Resume {
+                client,
+                url,
+                endpoint,
+                auth,
+                pace,
+                retry,
+                what,
+                validator,
+                resumed: 0,
+            }),
+            received: 0,
+            total,
+        }
     }
+
+    /// After a break: the response with the rest, or why there is none.
+    async fn rest(&mut self, why: &str) -> Result<Response, String> {
+        let (Some(total), Some(resume)) = (self.total, self.resume.as_mut()) else {
+            return Err("the server did not say how long the file is".into());
+        };
+        if self.received == 0 || self.received >= total {
+            return Err("nothing to resume".into());
+        }
+        if resume.resumed >= resume.retry.max_retries {
+            return Err(format!("resumed {} times already", resume.resumed));
+        }
+        resume.resumed += 1;
+        let from = self.received;
+        tokio::time::sleep(resume.retry.backoff.delay(resume.resumed, None)).await;
+        if let Some(pace) = &resume.pace {
+            pace.wait().await;
+        }
+        tracing::warn!(
+            "{}: the download broke off after {from} of {total} bytes ({why}); asking for the rest",
+            resume.what
+        );
+        let resp = resume
+            .client
+            .get_rest(
+                &resume.url,
+                resume.endpoint,
+                resume.auth,
+                from,
+                resume.validator.as_ref(),
+            )
+            .await
+            .map_err(|f| match f {
+                Failure::Retry { why, .. } | Failure::Gone(why) => why,
+                Failure::Fatal(e) => e.to_string(),
+            })?;
+        let status = resp.status().as_u16();
+        let range = resp
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_content_range);
+        match range {
+            Some((start, Some(length))) if status == 206 && start == from && length == total => {
+                tracing::info!(
+                    "{}: resumed at byte {from} of {total}: {from} bytes not fetched again",
+                    resume.what
+                );
+                Ok(resp)
+            }
+            _ if status == 206 => Err(format!(
+                "the server sent another part of the file ({}) than the rest from byte {from} of {total}",
+                resp.headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("no Content-Range")
+            )),
+            _ => Err(format!(
+                "asked for the rest from byte {from}, the server sent the whole file again (HTTP {status}), which may have changed"
+            )),
+        }
+    }
+}
+
+/// `bytes <start>-<end>/<length>` as (start, length); `*` for an unknown
+/// length is `None`.
+fn parse_content_range(value: &str) -> Option<(u64, Option<u64>)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (span, length) = rest.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let (start, end): (u64, u64) = (start.trim().parse().ok()?, end.trim().parse().ok()?);
+    if end < start {
+        return None;
+    }
+    let length = match length.trim() {
+        "*" => None,
+        n => Some(n.parse().ok()?),
+    };
+    if length.is_some_and(|n| end >= n) {
+        return None;
+    }
+    Some((start, length))
 }
 
 impl Body for HttpBody {
     fn declared_len(&self) -> Option<u64> {
-        self.0.content_length()
+        self.total
     }
 
     async fn chunk(&mut self) -> Result<Option<Bytes>, Failure> {
-        self.0
-            .chunk()
-            .await
-            .map_err(|e| Failure::retry(chain(&e.without_url())))
+        loop {
+            match self.resp.chunk().await {
+                Ok(Some(bytes)) => {
+                    self.received += bytes.len() as u64;
+                    return Ok(Some(bytes));
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    let why = chain(&e.without_url());
+                    if self.resume.is_none() {
+                        return Err(Failure::retry(why));
+                    }
+                    match self.rest(&why).await {
+                        Ok(resp) => self.resp = resp,
+                        Err(not) => {
+                            return Err(Failure::retry(format!("{why}; {not}: starting over")));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -184,5 +354,23 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// The pace that a server's `Retry-After` holds, if any.
     fn pace(&self) -> Option<&Pace> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges_are_read_strictly() {
+        assert_eq!(
+            parse_content_range("bytes 600-999/1000"),
+            Some((600, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, None)));
+        assert_eq!(parse_content_range("bytes 600-1000/1000"), None);
+        assert_eq!(parse_content_range("bytes 9-3/10"), None);
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        assert_eq!(parse_content_range("bytes */1000"), None);
     }
 }

@@ -559,10 +559,17 @@ impl Source for SegmentExport {
             .await
             .map_err(Failure::Fatal)?;
         // The link carries its own signature: no key goes to the storage host.
-        self.client
-            .get_anonymous(&location, DOWNLOAD)
-            .await
-            .map(HttpBody::new)
+        let resp = self.client.get_anonymous(&location, DOWNLOAD).await?;
+        Ok(HttpBody::resumable(
+            resp,
+            Arc::clone(&self.client),
+            location,
+            DOWNLOAD,
+            false,
+            None,
+            self.retry,
+            self.label(window),
+        ))
     }
 
     fn format(&self, _: &Window) -> Format {

@@ -288,7 +288,9 @@ fn lying_content_length_is_retried() {
     );
     let run = Tap::new().config(&config(&srv)).run();
     assert_complete(&run, &specs);
-    assert_eq!(srv.get_count(&specs[0].id), 2);
+    // The first body ends short of its declared length: the rest is asked
+    // for (there is none: 416), then the bundle starts over.
+    assert_eq!(srv.get_count(&specs[0].id), 3);
     assert_eq!(srv.get_count(&specs[1].id), 2);
 }
 
@@ -341,7 +343,8 @@ fn a_stalled_body_times_out_and_is_retried() {
         started.elapsed() < Duration::from_secs(4),
         "did not wait out the stall"
     );
-    assert!(run.stderr.contains("retrying"));
+    // The rest was asked for, after the 100 bytes that came.
+    assert!(run.stderr.contains("asking for the rest"), "{}", run.stderr);
 }
 
 #[test]
@@ -371,7 +374,8 @@ fn a_slow_steady_trickle_is_not_killed() {
 fn persistent_corruption_stops_with_consistent_state() {
     let specs = bundles(3, 10, Encoding::GzipFile);
     let srv = server(specs.clone());
-    for _ in 0..5 {
+    // Every request cut short, resumed ones included.
+    for _ in 0..100 {
         srv.push_fault(get(&specs[2]), Fault::Truncate { after: 30 });
     }
     let run = Tap::new().config(&config(&srv)).run();

@@ -128,10 +128,14 @@ impl Shared {
                 format!("attachment; filename=\"{}-DataExport.json.gz\"", b.id),
             ));
         }
+        let body = match st.replaced.get(id) {
+            Some(changed) => Cow::Owned(changed.clone()),
+            None => Cow::Borrowed(&b.body[..]),
+        };
         Response {
             status: 200,
             headers,
-            body: Cow::Borrowed(&b.body),
+            body,
         }
     }
 

@@ -63,6 +63,13 @@ pub enum Fault {
     LyingContentLength { declared: usize },
     /// Read the request, then close without answering.
     Drop,
+    /// An older version of the file (`body`, with its own `ETag`), cut
+    /// off after `after` bytes: the file changes before the client asks
+    /// for the rest.
+    OldVersion { body: Vec<u8>, after: usize },
+    /// The normal answer, but a `Range` asked for is ignored: the whole
+    /// file, with 200.
+    IgnoreRange,
     /// Nothing: the normal answer. Queued before another fault, it lets
     /// that one apply to a later matching request.
     Pass,
@@ -85,6 +92,8 @@ impl Fault {
             Fault::Drop => "drop",
             Fault::Echo { .. } => "echo",
             Fault::Pass => "pass",
+            Fault::IgnoreRange => "ignore-range",
+            Fault::OldVersion { .. } => "old-version",
         }
     }
 }
@@ -141,7 +150,15 @@ pub(crate) fn apply(fault: Fault, req: &Request) -> (Option<Option<Response<'sta
             })),
             Delivery::Full,
         ),
-        Fault::Pass => (None, Delivery::Full),
+        Fault::Pass | Fault::IgnoreRange => (None, Delivery::Full),
+        Fault::OldVersion { body, after } => (
+            Some(Some(Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "application/gzip".into())],
+                body: Cow::Owned(body),
+            })),
+            Delivery::Truncate(after),
+        ),
         // These distort the normal response, which then does not count
         // against the rate limit.
         Fault::Truncate { after } => (None, Delivery::Truncate(after)),
@@ -164,6 +181,67 @@ fn echo(req: &Request) -> Vec<u8> {
         out.push_str(&format!("{name}: {value}\r\n"));
     }
     out.into_bytes()
+}
+
+impl Delivery {
+    /// How much of a body of `len` bytes goes out.
+    pub(crate) fn body_bytes(&self, len: usize) -> usize {
+        match *self {
+            Delivery::Truncate(after) | Delivery::Reset(after) => after.min(len),
+            _ => len,
+        }
+    }
+}
+
+/// A download as a server that takes ranges sends it: with an `ETag` (if
+/// `etags`) and `Accept-Ranges`, and, when the request asks for a range
+/// (`bytes=N-`) and `honour` lets it, only the rest from byte N with 206 and
+/// `Content-Range`; the whole file again if `If-Range` names another one.
+pub(crate) fn ranged<'a>(
+    req: &Request,
+    mut resp: Response<'a>,
+    etags: bool,
+    honour: bool,
+) -> Response<'a> {
+    let etag = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        resp.body.hash(&mut h);
+        format!("\"{:016x}\"", h.finish())
+    };
+    if etags {
+        resp.headers.push(("ETag".into(), etag.clone()));
+    }
+    resp.headers.push(("Accept-Ranges".into(), "bytes".into()));
+    let Some(from) = req
+        .header("range")
+        .and_then(|r| r.trim().strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return resp;
+    };
+    if !honour || req.header("if-range").is_some_and(|v| v != etag) {
+        return resp;
+    }
+    let len = resp.body.len();
+    if from >= len {
+        resp.status = 416;
+        resp.headers
+            .push(("Content-Range".into(), format!("bytes */{len}")));
+        resp.body = Cow::Owned(Vec::new());
+        return resp;
+    }
+    resp.status = 206;
+    resp.headers.push((
+        "Content-Range".into(),
+        format!("bytes {from}-{}/{len}", len - 1),
+    ));
+    resp.body = match resp.body {
+        Cow::Borrowed(b) => Cow::Borrowed(&b[from..]),
+        Cow::Owned(b) => Cow::Owned(b[from..].to_vec()),
+    };
+    resp
 }
 
 /// Write `resp` as `delivery` says, then close the connection.

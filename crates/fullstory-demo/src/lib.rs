@@ -101,6 +101,10 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// Name of the fault applied, if any (`"status"`, `"truncate"`, ...).
     pub fault: Option<&'static str>,
+    /// The `Range` header, if the request had one.
+    pub range: Option<String>,
+    /// Bytes of body sent (as many as a cut-off body got).
+    pub body_bytes: usize,
 }
 
 /// A running server; dropping it stops accepting connections (connections
@@ -124,9 +128,12 @@ struct Shared {
     segment: segment_export::Exports,
 }
 
-#[derive(Default)]
 struct State {
     faults: VecDeque<(Route, Fault)>,
+    /// Whether downloads carry an `ETag`.
+    etags: bool,
+    /// Bundle bodies changed since the server started, by id.
+    replaced: HashMap<String, Vec<u8>>,
     list_override: Option<Vec<u8>>,
     requests: Vec<RequestRecord>,
     get_counts: HashMap<String, usize>,
@@ -206,7 +213,12 @@ impl Server {
                     .rate_limit
                     .map(|(max, window)| SlidingWindow::new(max, window)),
                 rest: opts.rest,
-                ..State::default()
+                faults: VecDeque::new(),
+                etags: true,
+                replaced: HashMap::new(),
+                list_override: None,
+                requests: Vec::new(),
+                get_counts: HashMap::new(),
             }),
             segment: segment_export::Exports::new(format!("http://{addr}")),
         });
@@ -269,6 +281,23 @@ impl Server {
     /// that fetch. False for an id that is not listed.
     pub fn delete_user_after_list(&self, id: &str) -> bool {
         self.shared.state.lock().unwrap().rest.delete_after_list(id)
+    }
+
+    /// From now on bundle `id` is served with `body` instead (as if the
+    /// export had been written again), with another `ETag`.
+    pub fn replace_bundle_body(&self, id: &str, body: Vec<u8>) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .replaced
+            .insert(id.to_string(), body);
+    }
+
+    /// Whether downloads carry an `ETag` (default true); without one a
+    /// client cannot tell a changed file by `If-Range`.
+    pub fn set_etags(&self, on: bool) {
+        self.shared.state.lock().unwrap().etags = on;
     }
 
     /// Every request received so far, in arrival order.
@@ -351,6 +380,8 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 at: Instant::now(),
                 status: Some(resp.status),
                 fault: None,
+                range: None,
+                body_bytes: resp.body.len(),
             });
             return deliver(&mut stream, Some(resp), Delivery::Full);
         }
@@ -367,6 +398,7 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
         }
         let fault = st.take_fault(&target);
         let fault_name = fault.as_ref().map(Fault::name);
+        let ranges = !matches!(fault, Some(Fault::IgnoreRange));
         let (resp, delivery) = match fault {
             None => (
                 Some(shared.respond(&req, &target, authorized, &mut st, at, true)),
@@ -380,7 +412,20 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 ),
             },
         };
+        let downloads = matches!(
+            &target,
+            Target::Get(_) | Target::Segment(segment_export::Call::Download(_))
+        );
+        let resp = match resp {
+            Some(r) if downloads && r.status == 200 => {
+                Some(faults::ranged(&req, r, st.etags, ranges))
+            }
+            other => other,
+        };
         let status = resp.as_ref().map(|r| r.status);
+        let body_bytes = resp
+            .as_ref()
+            .map_or(0, |r| delivery.body_bytes(r.body.len()));
         tracing::debug!(method = %req.method, path = %req.path, query = %req.query, ?status, fault = ?fault_name, "demo request");
         // Recorded before any byte is sent, so a client that has seen the
         // response always finds its request in `requests()`.
@@ -392,6 +437,8 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             at,
             status,
             fault: fault_name,
+            range: req.header("range").map(str::to_string),
+            body_bytes,
         });
         (resp, delivery)
     };

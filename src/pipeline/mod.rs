@@ -623,6 +623,7 @@ impl<S: Source> Fetcher<S> {
         let format = self.source.format(unit);
         let mut shaper = Shaper::new(&self.schema, &self.selection);
         shaper.start_unit(Utc::now());
+        shaper.key_stand_ins(self.source.key_stand_ins());
         let watermark = self
             .source
             .watermark()

@@ -44,6 +44,10 @@ type RepeatMap = HashMap<u128, u32, BuildHasherDefault<PreHashed>>;
 pub(super) struct KeyMaker {
     /// Where each identity field's canonical bytes sit in `bytes`.
     fields: Vec<Option<(usize, usize)>>,
+    /// The same for a field that stands in for an identity field the record
+    /// lacks (a Segment Export row's `EventTargetSelector` for the bundles'
+    /// `EventTargetSelectorTok`).
+    stand_ins: Vec<Option<(usize, usize)>>,
     bytes: Vec<u8>,
     repeats: RepeatMap,
     order: VecDeque<u128>,
@@ -54,6 +58,7 @@ impl KeyMaker {
     pub(super) fn new(fields: usize) -> KeyMaker {
         KeyMaker {
             fields: vec![None; fields],
+            stand_ins: vec![None; fields],
             bytes: Vec::new(),
             repeats: RepeatMap::default(),
             order: VecDeque::new(),
@@ -68,7 +73,7 @@ impl KeyMaker {
 
     /// Forgets the fields of the event before.
     pub(super) fn start_event(&mut self) {
-        for field in &mut self.fields {
+        for field in self.fields.iter_mut().chain(&mut self.stand_ins) {
             *field = None;
         }
         self.bytes.clear();
@@ -82,13 +87,25 @@ impl KeyMaker {
         self.fields[field] = Some((from, self.bytes.len()));
     }
 
+    /// Notes the value of a field standing in for identity field `field`,
+    /// used if the record does not have that one.
+    #[inline]
+    pub(super) fn note_stand_in(&mut self, field: usize, value: &[u8]) {
+        let from = self.bytes.len();
+        canonical_into(value, &mut self.bytes);
+        self.stand_ins[field] = Some((from, self.bytes.len()));
+    }
+
     /// The event's key: the hash of its identity fields, then of that and
-    /// its repeat number.
+    /// its repeat number. A stand-in is hashed exactly as the field it
+    /// stands in for would be, so the keys of records that have the field
+    /// itself do not change.
     pub(super) fn key(&mut self) -> u128 {
         let mut h = Xxh3::new();
-        for (i, range) in self.fields.iter().enumerate() {
+        let fields = self.fields.iter().zip(&self.stand_ins);
+        for (i, range) in fields.map(|(own, stand_in)| own.or(*stand_in)).enumerate() {
             h.update(&[i as u8]);
-            match *range {
+            match range {
                 None => h.update(&[0]),
                 Some((from, to)) => {
                     let bytes = &self.bytes[from..to];

@@ -60,6 +60,8 @@ struct FieldSlot {
     kind: FieldKind,
     selected: bool,
     identity: Option<usize>,
+    /// The identity field this one stands in for, where a record lacks it.
+    stand_in_for: Option<usize>,
     warned: bool,
 }
 
@@ -136,6 +138,7 @@ impl Shaper {
                 kind: field.kind,
                 selected: selection.has_field(&field.name),
                 identity: identity.iter().position(|n| *n == field.name),
+                stand_in_for: None,
                 warned: false,
             });
         }
@@ -162,6 +165,21 @@ impl Shaper {
         };
         shaper.start_unit(Utc::now());
         shaper
+    }
+
+    /// Lets each field `alias` stand in for identity field `field` in the
+    /// key of a record that lacks `field` (pairs of field names; unknown
+    /// names are ignored).
+    pub fn key_stand_ins(&mut self, pairs: &[(&str, &str)]) {
+        let Some(key) = &self.stream.derived_key else {
+            return;
+        };
+        for (alias, field) in pairs {
+            let id = key.identity.iter().position(|n| n == field);
+            if let (Some(id), Ok(slot)) = (id, self.by_name.find(alias)) {
+                self.slots[slot].stand_in_for = Some(id);
+            }
+        }
     }
 
     /// Makes custom properties typed fields of the record, as `properties`
@@ -418,6 +436,8 @@ impl Shaper {
         let slot = &mut self.slots[idx];
         if let Some(id) = slot.identity {
             self.key.note(id, value);
+        } else if let Some(id) = slot.stand_in_for {
+            self.key.note_stand_in(id, value);
         }
         if !slot.selected {
             return;
@@ -559,6 +579,46 @@ mod tests {
         assert!(record.contains(r#"0.12345678901234567890"#));
         let parsed: Value = serde_json::from_str(record).unwrap();
         assert_eq!(parsed, value["record"]);
+    }
+
+    #[test]
+    fn a_segment_export_selector_stands_in_for_the_bundles_and_keeps_keys_apart() {
+        let key = |s: &mut Shaper, event: &str| shape(s, event).1["record"]["EventKey"].clone();
+        let click = |selector: &str| {
+            format!(
+                r#"{{"UserId":1,"SessionId":2,"PageId":3,"EventStart":"2024-01-01T00:00:00.000Z","EventType":"click","EventTargetSelector":"{selector}"}}"#
+            )
+        };
+        let (a, b) = (click("div > a"), click("div > button"));
+        // Two clicks in one millisecond on different elements: without the
+        // stand-in their keys depend on their order.
+        let mut plain = shaper();
+        let (pa, pb) = (key(&mut plain, &a), key(&mut plain, &b));
+        let mut plain = shaper();
+        assert_ne!(
+            key(&mut plain, &b),
+            pb,
+            "order-dependent without the stand-in"
+        );
+        // They swap keys.
+        assert_eq!(key(&mut plain, &a), pb);
+        let stand_in = || {
+            let mut s = shaper();
+            s.key_stand_ins(&[("EventTargetSelector", "EventTargetSelectorTok")]);
+            s
+        };
+        let mut s = stand_in();
+        let (ka, kb) = (key(&mut s, &a), key(&mut s, &b));
+        let mut s = stand_in();
+        assert_eq!(
+            (key(&mut s, &b), key(&mut s, &a)),
+            (kb, ka),
+            "the same in any order"
+        );
+        // A bundle event, with its own Tok (and even the selector too), keeps
+        // the key it always had.
+        let bundle = r#"{"UserId":1,"SessionId":2,"PageId":3,"EventStart":"2024-01-01T00:00:00.000Z","EventType":"click","EventTargetSelectorTok":"div%20%3E%20a","EventTargetSelector":"div > a"}"#;
+        assert_eq!(key(&mut stand_in(), bundle), key(&mut shaper(), bundle));
     }
 
     #[test]

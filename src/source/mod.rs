@@ -321,6 +321,13 @@ pub(crate) trait Source: Send + Sync + 'static {
     /// The span of time the unit covers, for logs.
     fn window(&self, unit: &Self::Unit) -> String;
 
+    /// Fields that stand in for an identity field of the derived key where a
+    /// record lacks it, as (stand-in, field): a source whose rows name a
+    /// field otherwise than the bundles do.
+    fn key_stand_ins(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// The record field whose newest value becomes the bookmark, if the
     /// stream is bookmarked by its records rather than by its units: records
     /// whose value is at or before the bookmark's are not written again.

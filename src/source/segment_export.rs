@@ -380,6 +380,13 @@ impl Source for SegmentExport {
         usize::from(self.settings.in_flight > 1)
     }
 
+    // Export rows name the target selector `EventTargetSelector` where
+    // bundles have `EventTargetSelectorTok`: two clicks in the same
+    // millisecond on different elements keep keys of their own.
+    fn key_stand_ins(&self) -> &'static [(&'static str, &'static str)] {
+        &[("EventTargetSelector", "EventTargetSelectorTok")]
+    }
+
     fn prepare_ahead(&self) -> usize {
         self.settings.in_flight - 1 - self.lookahead()
     }

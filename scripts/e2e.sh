@@ -32,6 +32,10 @@
 #      again with nothing new: every property has its column with its
 #      PostgreSQL type, the later ones added by the second run, the third
 #      changes no column, and every value equals the exported one.
+#  12. Segment Export with four exports in flight, piped into target-postgres,
+#      killed with SIGKILL once three windows are written, then resumed from
+#      the STATE the target echoed: the exports named are polled, not made
+#      again, and every event of the range is one row.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -579,4 +583,49 @@ for r in records:
 print(f"   {len(props)} property columns with their types, {len(late)} added by run 2; {checked} values equal to the export, {misfits} misfits in ExtraFields", file=sys.stderr)
 PY
 
-echo "e2e: 11 passed, 0 failed"
+say "12. Segment Export with exports in flight into target-postgres: killed (SIGKILL), resumed"
+cat >"$run/segment12.json" <<JSON
+{"source": "segment_export", "export_delay_hours": 0, "end_date": "2024-01-11T00:00:00Z",
+ "poll_interval_seconds": 0.3, "exports_in_flight": 4}
+JSON
+sed 's/"fullstory"/"segment_kill"/' "$run/postgres.json" >"$run/postgres12.json"
+echo '{"streams": [{"tap_stream_id": "events", "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}]}' >"$run/events-only.json"
+rm -f "$run/pipe12" && mkfifo "$run/pipe12"
+"$py" -c "$whole_lines" <"$run/pipe12" \
+  | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres12.json" >"$run/state12a.json" 2>"$run/postgres12-a.log" &
+target=$!
+tap-fullstory --config "$run/config.json" --config "$run/segment12.json" --catalog "$run/events-only.json" \
+  >"$run/pipe12" 2>"$run/tap12a.log" &
+tap=$!
+disown "$tap"
+# Killed once three windows are written, with later ones' exports in flight.
+for _ in $(seq 1 600); do
+  [ "$(grep -c 'INFO window [0-9]*/' "$run/tap12a.log" 2>/dev/null)" -ge 3 ] && break
+  sleep 0.05
+done
+kill -KILL "$tap" 2>/dev/null || fail "step 12: the tap finished before it could be killed"
+while kill -0 "$tap" 2>/dev/null; do sleep 0.05; done
+wait "$target" || fail "target-postgres failed on the killed stream: $(tail -3 "$run/postgres12-a.log")"
+[ -s "$run/state12a.json" ] || fail "step 12: no STATE came out of the killed run"
+tail -1 "$run/state12a.json" >"$run/state12a.last"
+in_flight=$("$py" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["bookmarks"]["events"].get("exports", [])))' "$run/state12a.last")
+[ "$in_flight" -ge 2 ] || fail "step 12: the killed run's STATE names $in_flight exports in flight: $(cat "$run/state12a.last")"
+partial=$(sql 'select count(*) from segment_kill.events')
+tap-fullstory --config "$run/config.json" --config "$run/segment12.json" --catalog "$run/events-only.json" \
+  --state "$run/state12a.last" 2>"$run/tap12b.log" \
+  | "$work/venv-postgres/bin/target-postgres" --config "$run/postgres12.json" >"$run/state12b.json" 2>"$run/postgres12-b.log" \
+  || fail "step 12: the resumed run: $(tail -3 "$run/tap12b.log")"
+resumed=$(grep -c "resuming operation" "$run/tap12b.log" || true)
+[ "$resumed" = "$in_flight" ] || fail "step 12: the resumed run polled $resumed of the $in_flight exports in flight"
+left=$("$py" -c 'import json,sys,datetime
+e = json.load(open(sys.argv[1]))["bookmarks"]["events"].get("window_end", "2024-01-01T00:00:00Z")
+done = datetime.datetime.fromisoformat(e.replace("Z", "+00:00")).day - 1
+print(10 - done)' "$run/state12a.last")
+created=$(grep -c "created operation" "$run/tap12b.log" || true)
+[ "$created" = $((left - resumed)) ] || fail "step 12: the resumed run created $created exports for $left windows left, $resumed of them in flight"
+want=$((10 * events))
+rows=$(sql 'select count(*), count(distinct "EventKey") from segment_kill.events')
+[ "$rows" = "$want|$want" ] || fail "step 12: the table holds $rows rows|keys, expected $want|$want"
+say "   killed with $in_flight exports in flight after $partial rows; resumed them ($resumed polled, none made again): $want events once"
+
+echo "e2e: 12 passed, 0 failed"

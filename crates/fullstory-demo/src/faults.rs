@@ -249,6 +249,7 @@ pub(crate) fn deliver(
     stream: &mut TcpStream,
     resp: Option<Response<'_>>,
     delivery: Delivery,
+    sent: &mut usize,
 ) -> io::Result<()> {
     let Some(resp) = resp else {
         // Fault::Drop: the request was read; close without a byte.
@@ -258,22 +259,34 @@ pub(crate) fn deliver(
     let body = &resp.body[..];
     let len = body.len();
     let head = |declared| http::head(resp.status, &resp.headers, declared);
+    // Body bytes the client took, however far it read.
+    let mut body_out = |stream: &mut TcpStream, mut part: &[u8]| -> io::Result<()> {
+        while !part.is_empty() {
+            let n = stream.write(part)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            *sent += n;
+            part = &part[n..];
+        }
+        Ok(())
+    };
     match delivery {
         Delivery::Full => {
             stream.write_all(&head(len))?;
-            stream.write_all(body)?;
+            body_out(stream, body)?;
         }
         Delivery::Lie(declared) => {
             stream.write_all(&head(declared))?;
-            stream.write_all(body)?;
+            body_out(stream, body)?;
         }
         Delivery::Truncate(after) => {
             stream.write_all(&head(len))?;
-            stream.write_all(&body[..after.min(len)])?;
+            body_out(stream, &body[..after.min(len)])?;
         }
         Delivery::Reset(after) => {
             stream.write_all(&head(len))?;
-            stream.write_all(&body[..after.min(len)])?;
+            body_out(stream, &body[..after.min(len)])?;
             stream.flush()?;
             thread::sleep(RESET_GRACE);
             reset(stream);
@@ -282,10 +295,10 @@ pub(crate) fn deliver(
         Delivery::Stall(after, pause) => {
             let after = after.min(len);
             stream.write_all(&head(len))?;
-            stream.write_all(&body[..after])?;
+            body_out(stream, &body[..after])?;
             stream.flush()?;
             thread::sleep(pause);
-            stream.write_all(&body[after..])?;
+            body_out(stream, &body[after..])?;
         }
         Delivery::Trickle(chunk, delay) => {
             stream.write_all(&head(len))?;
@@ -293,7 +306,7 @@ pub(crate) fn deliver(
                 if i > 0 {
                     thread::sleep(delay);
                 }
-                stream.write_all(piece)?;
+                body_out(stream, piece)?;
                 stream.flush()?;
             }
         }

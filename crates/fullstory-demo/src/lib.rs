@@ -34,7 +34,7 @@ mod synth;
 mod tests;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,6 +132,13 @@ struct State {
     faults: VecDeque<(Route, Fault)>,
     /// Whether downloads carry an `ETag`.
     etags: bool,
+    /// Whether downloads answer a `Range`.
+    ranges: bool,
+    /// The first download of each file asked for whole is cut after this
+    /// share of its bytes.
+    cut_downloads: Option<f64>,
+    /// The files (path and query) cut so far.
+    cut_done: HashSet<String>,
     /// Bundle bodies changed since the server started, by id.
     replaced: HashMap<String, Vec<u8>>,
     list_override: Option<Vec<u8>>,
@@ -148,6 +155,8 @@ enum Target {
     Get(Option<String>),
     Rest(String),
     Segment(segment_export::Call),
+    /// `/demo/stats`: what the server has sent.
+    Stats,
     Unknown,
 }
 
@@ -156,6 +165,7 @@ impl Target {
         match req.path.as_str() {
             "/api/v1/export/list" => Target::List,
             "/api/v1/export/get" => Target::Get(req.param("id")),
+            "/demo/stats" => Target::Stats,
             path if RestData::serves(path) => Target::Rest(path.to_string()),
             _ => segment_export::Call::of(req).map_or(Target::Unknown, Target::Segment),
         }
@@ -215,6 +225,9 @@ impl Server {
                 rest: opts.rest,
                 faults: VecDeque::new(),
                 etags: true,
+                ranges: true,
+                cut_downloads: None,
+                cut_done: HashSet::new(),
                 replaced: HashMap::new(),
                 list_override: None,
                 requests: Vec::new(),
@@ -292,6 +305,18 @@ impl Server {
             .unwrap()
             .replaced
             .insert(id.to_string(), body);
+    }
+
+    /// Cuts the first download of each file asked for whole (no `Range`)
+    /// after `share` of its bytes, or none with `None`: a network that drops
+    /// long transfers.
+    pub fn set_download_cut(&self, share: Option<f64>) {
+        self.shared.state.lock().unwrap().cut_downloads = share;
+    }
+
+    /// Whether downloads answer a `Range` with the rest (default true).
+    pub fn set_ranges(&self, on: bool) {
+        self.shared.state.lock().unwrap().ranges = on;
     }
 
     /// Whether downloads carry an `ETag` (default true); without one a
@@ -383,7 +408,7 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
                 range: None,
                 body_bytes: resp.body.len(),
             });
-            return deliver(&mut stream, Some(resp), Delivery::Full);
+            return deliver(&mut stream, Some(resp), Delivery::Full, &mut 0);
         }
     };
 
@@ -391,14 +416,14 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
     let authorized = req.header("authorization") == Some(shared.expected_auth.as_str());
     let target = Target::of(&req);
 
-    let (resp, delivery) = {
+    let (resp, delivery, (index, body_bytes)) = {
         let mut st = shared.state.lock().unwrap();
         if let Target::Get(Some(id)) = &target {
             *st.get_counts.entry(id.clone()).or_default() += 1;
         }
         let fault = st.take_fault(&target);
         let fault_name = fault.as_ref().map(Fault::name);
-        let ranges = !matches!(fault, Some(Fault::IgnoreRange));
+        let ranges = st.ranges && !matches!(fault, Some(Fault::IgnoreRange));
         let (resp, delivery) = match fault {
             None => (
                 Some(shared.respond(&req, &target, authorized, &mut st, at, true)),
@@ -422,6 +447,22 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             }
             other => other,
         };
+        let file = match &target {
+            // A link differs each time it is handed out; the file does not.
+            Target::Segment(_) => req.path.clone(),
+            _ => format!("{}?{}", req.path, req.query),
+        };
+        let delivery = match (&resp, st.cut_downloads) {
+            (Some(r), Some(share))
+                if downloads
+                    && r.status == 200
+                    && matches!(delivery, Delivery::Full)
+                    && st.cut_done.insert(file) =>
+            {
+                Delivery::Truncate((r.body.len() as f64 * share) as usize)
+            }
+            _ => delivery,
+        };
         let status = resp.as_ref().map(|r| r.status);
         let body_bytes = resp
             .as_ref()
@@ -440,9 +481,15 @@ fn handle_connection(shared: &Shared, mut stream: TcpStream) -> io::Result<()> {
             range: req.header("range").map(str::to_string),
             body_bytes,
         });
-        (resp, delivery)
+        (resp, delivery, (st.requests.len() - 1, body_bytes))
     };
-    deliver(&mut stream, resp, delivery)
+    let mut sent = 0;
+    let delivered = deliver(&mut stream, resp, delivery, &mut sent);
+    // What the client took, if it went away part way.
+    if sent < body_bytes {
+        shared.state.lock().unwrap().requests[index].body_bytes = sent;
+    }
+    delivered
 }
 
 impl State {
@@ -470,6 +517,17 @@ impl Shared {
         if matches!(target, Target::Unknown) {
             return Response::json(404, r#"{"code":"not_found"}"#);
         }
+        if matches!(target, Target::Stats) {
+            let downloads = st
+                .requests
+                .iter()
+                .filter(|r| r.path == "/api/v1/export/get" || r.path.starts_with("/storage/"));
+            let (count, bytes) = downloads.fold((0, 0), |(n, b), r| (n + 1, b + r.body_bytes));
+            return Response::json(
+                200,
+                format!(r#"{{"downloads":{count},"download_bytes":{bytes}}}"#),
+            );
+        }
         if let Target::Segment(call) = target {
             return self.segment.respond(req, call, authorized, &self.bundles);
         }
@@ -488,7 +546,9 @@ impl Shared {
                 let (status, body) = st.rest.respond(path, |name| req.param(name));
                 Response::json(status, body)
             }
-            Target::Unknown | Target::Segment(_) => unreachable!("handled above"),
+            Target::Unknown | Target::Segment(_) | Target::Stats => {
+                unreachable!("handled above")
+            }
         }
     }
 }

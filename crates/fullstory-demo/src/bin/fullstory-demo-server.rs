@@ -57,6 +57,13 @@ struct Args {
     /// Seconds a Segment Export operation takes to prepare.
     #[arg(long, default_value_t = 0.0)]
     export_prepare_secs: f64,
+    /// Cut the first download of each file after this share of its bytes
+    /// (0.6: at 60%); what follows is served whole.
+    #[arg(long)]
+    cut_downloads: Option<f64>,
+    /// Answer no Range request: a download cut off must start over.
+    #[arg(long)]
+    no_ranges: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -126,6 +133,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    server.set_download_cut(args.cut_downloads);
+    server.set_ranges(!args.no_ranges);
     if args.export_prepare_secs > 0.0 {
         server.set_prepare_time(Duration::from_secs_f64(args.export_prepare_secs));
     }

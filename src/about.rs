@@ -13,6 +13,7 @@ pub(crate) const CAPABILITIES: &[&str] = &[
     "about",
     "properties",
     "batch",
+    "activate-version",
 ];
 
 const DESCRIPTION: &str =
@@ -49,6 +50,7 @@ fn about_json() -> Value {
                 Kind::Number => "number",
                 Kind::StringList => "array",
                 Kind::Object => "object",
+                Kind::Boolean => "boolean",
             },
             "description": s.description,
         });
@@ -58,8 +60,10 @@ fn about_json() -> Value {
         if s.kind == Kind::DateTime {
             prop["format"] = json!("date-time");
         }
-        if let Some(default) = s.default {
-            prop["default"] = json!(default);
+        match (s.default, s.kind) {
+            (Some(default), Kind::Boolean) => prop["default"] = json!(default == "true"),
+            (Some(default), _) => prop["default"] = json!(default),
+            (None, _) => {}
         }
         if s.secret {
             prop["secret"] = json!(true);

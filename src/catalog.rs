@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{Error, Result};
 use crate::json_file::{json_kind, read_json_object};
 pub use crate::stream::FieldKind;
-use crate::stream::{EVENTS, PropertyType, STREAMS, StreamDef};
+use crate::stream::{EVENTS, PropertyType, ReplicationMethod, STREAMS, StreamDef};
 
 /// One field of the schema.
 #[derive(Debug, Clone)]
@@ -76,6 +76,11 @@ impl Schema {
         if let Some(key) = def.replication_key {
             stream_md["valid-replication-keys"] = json!([key]);
             stream_md["replication-key"] = json!(key);
+        }
+        // Read whole each run, its records versioned and the version
+        // activated after the last (emit_activate_version_messages).
+        if def.replication_method == ReplicationMethod::FullTable {
+            stream_md["activate-version"] = json!(true);
         }
         let mut metadata = vec![json!({"breadcrumb": [], "metadata": stream_md})];
         for field in &self.fields {

@@ -75,6 +75,16 @@ impl<W: Write> SingerWriter<W> {
         self.out.write_all(b"\n").map_err(Error::from_output)
     }
 
+    /// Writes an ACTIVATE_VERSION message: the stream's table is now the
+    /// records of `version`.
+    pub(crate) fn activate_version(&mut self, stream: &str, version: u64) -> Result<()> {
+        self.message(&json!({
+            "type": "ACTIVATE_VERSION",
+            "stream": stream,
+            "version": version,
+        }))
+    }
+
     /// Writes a BATCH message naming the files that hold a unit's records.
     pub(crate) fn batch(&mut self, stream: &str, manifest: &[String]) -> Result<()> {
         self.message(&json!({

@@ -2,7 +2,7 @@
 //! read from the state file (ours and the Python tap's) and written as the
 //! STATE value after each unit. Keys the tap does not know pass through.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
@@ -12,16 +12,20 @@ use crate::error::{Error, Result};
 use crate::json_file::{json_kind, read_json_object};
 use crate::time::{CLOCK_SKEW_SECS, format_rfc3339, parse_datetime};
 
-use crate::stream::{Backend, LAST_UPDATED, PropertyType, STREAMS, StreamDef};
+use crate::stream::{Backend, LAST_UPDATED, PropertyType, STREAMS, StreamDef, WEB};
+
+/// The key of a settings bookmark that holds the platforms other than the web.
+const PLATFORMS: &str = "platforms";
 
 /// How far one stream has got, in the shape its source keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Bookmark {
     /// Data Export bundles: `{"replication_key", "bundle_stop", "bundle_id"}`.
     Bundle(BundleBookmark),
-    /// REST settings streams: `{"lastUpdated": "<date-time>"}`, as the
-    /// Python tap 2.x writes it.
-    LastUpdated(LastUpdated),
+    /// REST settings streams, per platform: `{"lastUpdated": "<date-time>"}`
+    /// for the web (as the Python tap 2.x writes it), and
+    /// `"platforms": {"mobile": {"lastUpdated": ..}}` for the others.
+    Updated(PlatformMarks),
     /// Segment Export windows: `{"replication_key", "window_end", "export"}`.
     Window(WindowBookmark),
 }
@@ -35,10 +39,10 @@ impl Bookmark {
         }
     }
 
-    /// The bookmark of a REST settings stream.
-    pub(crate) fn last_updated(&self) -> Option<&LastUpdated> {
+    /// The bookmark of a REST settings stream for one platform.
+    pub(crate) fn last_updated(&self, platform: &str) -> Option<&LastUpdated> {
         match self {
-            Bookmark::LastUpdated(b) => Some(b),
+            Bookmark::Updated(marks) => marks.0.get(platform),
             _ => None,
         }
     }
@@ -48,8 +52,20 @@ impl Bookmark {
         match self {
             Bookmark::Bundle(b) => Some(b.stop),
             Bookmark::Window(w) => w.end,
-            Bookmark::LastUpdated(_) => None,
+            Bookmark::Updated(_) => None,
         }
+    }
+}
+
+/// The newest `lastUpdated` written, per platform (`web`, `mobile`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PlatformMarks(pub(crate) BTreeMap<String, LastUpdated>);
+
+impl PlatformMarks {
+    /// These marks with `platform`'s set to `mark`.
+    pub(crate) fn with(mut self, platform: &str, mark: LastUpdated) -> PlatformMarks {
+        self.0.insert(platform.to_string(), mark);
+        self
     }
 }
 
@@ -271,7 +287,21 @@ impl Bookmark {
                 }
                 entry
             }
-            Bookmark::LastUpdated(b) => json!({ LAST_UPDATED: b.text }),
+            Bookmark::Updated(marks) => {
+                let mut entry = Map::new();
+                let mut others = Map::new();
+                for (platform, mark) in &marks.0 {
+                    if platform == WEB {
+                        entry.insert(LAST_UPDATED.into(), json!(mark.text));
+                    } else {
+                        others.insert(platform.clone(), json!({ LAST_UPDATED: mark.text }));
+                    }
+                }
+                if !others.is_empty() {
+                    entry.insert(PLATFORMS.into(), Value::Object(others));
+                }
+                Value::Object(entry)
+            }
             Bookmark::Window(w) => {
                 let mut entry = Map::new();
                 if let Some(key) = stream.replication_key {
@@ -415,9 +445,9 @@ fn read_bookmark(
     Ok(bookmark.map(Bookmark::Bundle))
 }
 
-/// Takes a REST stream's `{"lastUpdated": ..}` out of `bookmarks`. Streams
-/// without a replication key keep no bookmark: whatever the state holds for
-/// them passes through.
+/// Takes a REST stream's `{"lastUpdated": .., "platforms": {..}}` out of
+/// `bookmarks`. Streams without a replication key keep no bookmark:
+/// whatever the state holds for them passes through.
 fn read_last_updated(
     map: &mut Map<String, Value>,
     stream: &StreamDef,
@@ -445,19 +475,57 @@ fn read_last_updated(
             ));
         }
     };
+    let mut marks = PlatformMarks::default();
+    // The top level is the web's: the only platform older states knew.
+    if let Some(mark) = read_mark(&entry, &format!("bookmarks.{name}"))? {
+        marks = marks.with(WEB, mark);
+    }
+    match entry.get(PLATFORMS) {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(platforms)) => {
+            for (platform, entry) in platforms {
+                let at = format!("bookmarks.{name}.{PLATFORMS}.{platform}");
+                let Value::Object(entry) = entry else {
+                    return Err(format!(
+                        "key '{at}' must be an object, not a {}",
+                        json_kind(entry)
+                    ));
+                };
+                if let Some(mark) = read_mark(entry, &at)? {
+                    // Beside the top level's, the later of the two.
+                    if marks.0.get(platform).is_none_or(|had| had.at < mark.at) {
+                        marks = marks.with(platform, mark);
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "key 'bookmarks.{name}.{PLATFORMS}' must be an object of platforms, not a {}",
+                json_kind(other)
+            ));
+        }
+    }
+    Ok((!marks.0.is_empty()).then_some(Bookmark::Updated(marks)))
+}
+
+/// The `lastUpdated` of one bookmark entry (`at` names it in errors).
+fn read_mark(
+    entry: &Map<String, Value>,
+    at: &str,
+) -> std::result::Result<Option<LastUpdated>, String> {
     match entry.get(LAST_UPDATED) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => {
-            let at = parse_datetime(text).ok_or_else(|| {
-                format!("key 'bookmarks.{name}.{LAST_UPDATED}': {text:?} is not a date-time")
-            })?;
-            Ok(Some(Bookmark::LastUpdated(LastUpdated {
-                at,
+            let when = parse_datetime(text)
+                .ok_or_else(|| format!("key '{at}.{LAST_UPDATED}': {text:?} is not a date-time"))?;
+            Ok(Some(LastUpdated {
+                at: when,
                 text: text.clone(),
-            })))
+            }))
         }
         Some(other) => Err(format!(
-            "key 'bookmarks.{name}.{LAST_UPDATED}' must be a date-time string, not a {}",
+            "key '{at}.{LAST_UPDATED}' must be a date-time string, not a {}",
             json_kind(other)
         )),
     }
@@ -567,7 +635,7 @@ fn parse_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::EVENTS;
+    use crate::stream::{EVENTS, WEB};
 
     /// The events stream's bookmark.
     fn events(state: &State) -> Option<&BundleBookmark> {
@@ -730,5 +798,68 @@ mod tests {
         assert!(parse(json!({"bookmarks": {"events": {}}})).is_err());
         assert!(parse(json!({"bookmarks": {"events": {"window_end": "x"}}})).is_err());
         assert!(events(&parse(json!({})).unwrap()).is_none());
+    }
+
+    #[test]
+    fn settings_bookmarks_are_kept_per_platform() {
+        use crate::stream::rest::BLOCK_RULES_HISTORY as HISTORY;
+        let mark = |text: &str| LastUpdated {
+            at: parse_datetime(text).unwrap(),
+            text: text.into(),
+        };
+        // As the Python tap 2.x and this tap before platforms wrote it: the web's.
+        let old = parse(json!({"bookmarks": {"block_rules_history": {"lastUpdated": "2024-01-01T05:00:00.000000Z"}}}))
+            .unwrap();
+        let b = old.bookmark(&HISTORY).unwrap();
+        assert_eq!(
+            b.last_updated(WEB),
+            Some(&mark("2024-01-01T05:00:00.000000Z"))
+        );
+        assert_eq!(b.last_updated("mobile"), None);
+
+        let mut state = State::default();
+        let marks = PlatformMarks::default()
+            .with(WEB, mark("2024-01-01T11:00:00.000Z"))
+            .with("mobile", mark("2024-01-01T05:30:00.000Z"));
+        state.advance(&HISTORY, Bookmark::Updated(marks.clone()));
+        let value = state.to_value();
+        assert_eq!(
+            value["bookmarks"]["block_rules_history"],
+            json!({"lastUpdated": "2024-01-01T11:00:00.000Z",
+                   "platforms": {"mobile": {"lastUpdated": "2024-01-01T05:30:00.000Z"}}})
+        );
+        let back = parse(value).unwrap();
+        assert_eq!(back.bookmark(&HISTORY), Some(&Bookmark::Updated(marks)));
+
+        // Mobile alone; and a web mark under platforms beside an older one
+        // at the top level: the later wins.
+        let only = parse(json!({"bookmarks": {"block_rules_history": {
+            "platforms": {"mobile": {"lastUpdated": "2024-01-01T05:30:00Z"}}}}}))
+        .unwrap();
+        let b = only.bookmark(&HISTORY).unwrap();
+        assert_eq!(b.last_updated(WEB), None);
+        assert!(b.last_updated("mobile").is_some());
+        let both = parse(json!({"bookmarks": {"block_rules_history": {
+            "lastUpdated": "2024-01-01T01:00:00Z",
+            "platforms": {"web": {"lastUpdated": "2024-01-01T02:00:00Z"}}}}}))
+        .unwrap();
+        assert_eq!(
+            both.bookmark(&HISTORY)
+                .unwrap()
+                .last_updated(WEB)
+                .unwrap()
+                .text,
+            "2024-01-01T02:00:00Z"
+        );
+
+        for bad in [
+            json!({"platforms": []}),
+            json!({"platforms": {"mobile": "2024-01-01T00:00:00Z"}}),
+            json!({"platforms": {"mobile": {"lastUpdated": "soon"}}}),
+            json!({"lastUpdated": 5}),
+        ] {
+            let err = parse(json!({"bookmarks": {"block_rules_history": bad}})).unwrap_err();
+            assert!(err.contains("bookmarks.block_rules_history"), "{err}");
+        }
     }
 }

@@ -61,6 +61,9 @@ pub(crate) struct Config {
     pub(crate) segment: SegmentSettings,
     pub(crate) custom_properties: PropertyMode,
     pub(crate) max_property_columns: u32,
+    /// Whether the FULL_TABLE streams carry table versions and end with
+    /// ACTIVATE_VERSION.
+    pub(crate) activate_version: bool,
 }
 
 /// How custom properties reach the target.
@@ -287,6 +290,7 @@ impl RawConfig {
             segment,
             custom_properties: self.property_mode()?,
             max_property_columns: self.integer("max_property_columns", 0)?,
+            activate_version: self.boolean("emit_activate_version_messages")?,
         })
     }
 
@@ -458,6 +462,24 @@ impl RawConfig {
         match parsed {
             Some(n) if n.is_finite() => Ok(Some(n)),
             _ => Err(bad(source, key, "must be a number")),
+        }
+    }
+
+    /// A true/false setting; environment variables spell it `true`,
+    /// `false`, `1` or `0`.
+    fn boolean(&self, key: &'static str) -> Result<bool> {
+        let Some((value, source)) = self.get(key) else {
+            return Ok(default_of(key) == "true");
+        };
+        match value {
+            Value::Null => Ok(default_of(key) == "true"),
+            Value::Bool(b) => Ok(*b),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(bad(source, key, "must be true or false")),
+            },
+            _ => Err(bad(source, key, "must be true or false")),
         }
     }
 
@@ -784,5 +806,24 @@ mod tests {
                 .validate(now())
                 .is_err()
         );
+    }
+
+    #[test]
+    fn booleans_take_json_or_env_spellings() {
+        let flag = |v: Value| {
+            raw(json!({"api_key": "k", "start_date": "2024-01-01", "emit_activate_version_messages": v}))
+                .validate(now())
+                .map(|c| c.activate_version)
+        };
+        assert!(flag(Value::Null).unwrap());
+        assert!(!flag(json!(false)).unwrap());
+        assert!(!flag(json!("0")).unwrap());
+        assert!(flag(json!(" TRUE ")).unwrap());
+        let err = flag(json!("no")).unwrap_err().to_string();
+        assert!(
+            err.contains("emit_activate_version_messages") && err.contains("true or false"),
+            "{err}"
+        );
+        assert!(flag(json!(1)).is_err());
     }
 }

@@ -13,6 +13,8 @@ pub(crate) enum Kind {
     /// A list of strings: a JSON array, or one comma-separated string.
     StringList,
     Object,
+    /// `true` or `false` (in an environment variable: also `1` or `0`).
+    Boolean,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Number => "number",
             Kind::StringList => "array",
             Kind::Object => "object",
+            Kind::Boolean => "boolean",
         }
     }
 }
@@ -225,10 +228,16 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Most custom properties a stream gives columns; later new ones are kept in ExtraFields, with a warning. Leaves room under the 1,600 columns of a PostgreSQL or Redshift table.",
     ),
     setting(
+        "emit_activate_version_messages",
+        Kind::Boolean,
+        Some("true"),
+        "Follow the Singer table-version protocol on the FULL_TABLE streams (users, user, segments, webhook_endpoints, operations): each run's records carry a version, and an ACTIVATE_VERSION after a stream's last record lets a target that honours it (target-postgres) delete or mark the rows this run did not see. Never sent after a failed run, nor with batch_config. false sends none.",
+    ),
+    setting(
         "batch_config",
         Kind::Object,
         None,
-        "Write BATCH messages instead of RECORDs: each bundle (or export window, or REST stream) becomes a gzip JSONL file of raw records under a local directory. `{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file:///dir\", \"prefix\": \"...\"}}`; only jsonl, gzip and file:// are supported.",
+        "Write BATCH messages instead of RECORDs: each bundle (or export window, or REST stream, one a platform for the settings streams) becomes a gzip JSONL file of raw records under a local directory. `{\"encoding\": {\"format\": \"jsonl\", \"compression\": \"gzip\"}, \"storage\": {\"root\": \"file:///dir\", \"prefix\": \"...\"}}`; only jsonl, gzip and file:// are supported.",
     ),
 ];
 

@@ -71,8 +71,8 @@ use crate::record::{Properties, Shaper};
 use crate::singer::SingerWriter;
 use crate::source::{Body, Prepared, Source};
 use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
-use crate::state::{Bookmark, LastUpdated, State};
-use crate::stream::PropertyType;
+use crate::state::{LastUpdated, State};
+use crate::stream::{PropertyType, ReplicationMethod};
 use shape::{ChannelReader, SpoolError, Watermark, spool_unit};
 
 /// What a finished run did.
@@ -95,6 +95,9 @@ pub(crate) struct Options {
     /// Custom properties as columns, at most this many a stream; `None`
     /// keeps them all in `ExtraFields`.
     pub(crate) property_columns: Option<usize>,
+    /// This run's table version (milliseconds since the epoch), for the
+    /// FULL_TABLE streams; `None` sends no versions.
+    pub(crate) table_version: Option<u64>,
 }
 
 impl Options {
@@ -108,6 +111,10 @@ impl Options {
                 PropertyMode::Columns => Some(config.max_property_columns as usize),
                 PropertyMode::Object => None,
             },
+            // Targets load BATCH files without a version, and a version
+            // activated over such rows would delete them all.
+            table_version: (config.activate_version && config.batch.is_none())
+                .then(|| Utc::now().timestamp_millis().max(0) as u64),
         }
     }
 
@@ -176,6 +183,8 @@ struct Fetcher<S> {
     meter: Arc<SpoolMeter>,
     /// Which custom properties are columns, when the stream has them so.
     properties: Option<Arc<Properties>>,
+    /// The table version of this run's records, for a FULL_TABLE stream.
+    version: Option<u64>,
 }
 
 /// A unit read, shaped and verified, waiting in its spool file (none for a
@@ -224,6 +233,9 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                     selection.deselected_properties().clone(),
                 ))
             });
+        let version = options
+            .table_version
+            .filter(|_| stream.replication_method == ReplicationMethod::FullTable);
         let fetcher = Arc::new(Fetcher {
             source,
             schema: Arc::new(schema),
@@ -231,6 +243,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
             options,
             meter: Arc::new(SpoolMeter::default()),
             properties,
+            version,
         });
         Pipeline {
             fetcher,
@@ -276,7 +289,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                         }
                         prepared = i + 1;
                     }
-                    ahead.push_back(fetcher.spawn(next, i, total, self.floor()));
+                    ahead.push_back(fetcher.spawn(next, i, total, self.floor(next)));
                 }
                 // Later units are readied meanwhile, so the server works on
                 // them while these are fetched; one it defers waits a turn.
@@ -307,7 +320,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                         renewals += 1;
                         tracing::warn!("{e}; starting {noun} {id} over");
                         let again = match self.prepare(unit, false).await {
-                            Ok(_) => fetcher.spawn(unit, n, total, self.floor()),
+                            Ok(_) => fetcher.spawn(unit, n, total, self.floor(unit)),
                             Err(e) => {
                                 stop(ahead).await;
                                 return Err(e);
@@ -325,7 +338,7 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
                 break;
             };
             let skipped = spooled.spool.is_none();
-            if let Err(e) = self.commit(unit, &mut spooled) {
+            if let Err(e) = self.commit(unit, &mut spooled, n + 1 == total) {
                 stop(ahead).await;
                 return Err(e);
             }
@@ -419,24 +432,27 @@ impl<W: Write, S: Source> Pipeline<'_, W, S> {
             .schema(stream.name, schema, stream.key_properties, &bookmarks)
     }
 
-    /// The bookmark a watermarked stream's records are measured against.
-    fn floor(&self) -> Option<LastUpdated> {
+    /// The value a watermarked stream's records of `unit` are measured
+    /// against.
+    fn floor(&self, unit: &S::Unit) -> Option<LastUpdated> {
         self.fetcher.source.watermark()?;
-        self.state
-            .bookmark(self.fetcher.schema.stream)
-            .and_then(Bookmark::last_updated)
-            .cloned()
+        let bookmark = self.state.bookmark(self.fetcher.schema.stream);
+        self.fetcher.source.floor(unit, bookmark)
     }
 
     /// The one place a unit goes out: its records (or the BATCH message
-    /// naming their file), then the STATE that covers them, in one
-    /// uninterrupted step. `block_in_place` needs the multi-threaded runtime.
-    fn commit(&mut self, unit: &S::Unit, spooled: &mut Spooled) -> Result<()> {
+    /// naming their file), then, after the `last` unit of a versioned
+    /// stream, the ACTIVATE_VERSION that makes them the whole table, then
+    /// the STATE that covers them, in one uninterrupted step. A run that
+    /// fails before its last unit never activates its version.
+    /// `block_in_place` needs the multi-threaded runtime.
+    fn commit(&mut self, unit: &S::Unit, spooled: &mut Spooled, last: bool) -> Result<()> {
         let stream = self.fetcher.schema.stream;
-        let bookmark = self
-            .fetcher
-            .source
-            .bookmark_after(unit, spooled.newest.take())?;
+        let bookmark = self.fetcher.source.bookmark_after(
+            unit,
+            self.state.bookmark(stream),
+            spooled.newest.take(),
+        )?;
         tokio::task::block_in_place(|| {
             // Columns new to the stream are declared before the records
             // that use them.
@@ -448,6 +464,9 @@ impl<W: Write, S: Source> Pipeline<'_, W, S> {
             }
             if let Some(spool) = spooled.spool.take() {
                 emit(self.out, stream.name, spool, spooled.records)?;
+            }
+            if let (Some(version), true) = (self.fetcher.version, last) {
+                self.out.activate_version(stream.name, version)?;
             }
             if let Some(bookmark) = bookmark {
                 self.state.advance(stream, bookmark);
@@ -622,6 +641,7 @@ impl<S: Source> Fetcher<S> {
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
         let format = self.source.format(unit);
         let mut shaper = Shaper::new(&self.schema, &self.selection);
+        shaper.table_version(self.version);
         shaper.start_unit(Utc::now());
         shaper.key_stand_ins(self.source.key_stand_ins());
         let watermark = self

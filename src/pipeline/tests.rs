@@ -17,8 +17,10 @@ use super::*;
 use crate::http::retry::{Backoff, Retry};
 use crate::read::Format;
 use crate::source::Prepared;
-use crate::state::{BundleBookmark, WindowBookmark};
-use crate::stream::EVENTS;
+use crate::state::{Bookmark, BundleBookmark, PlatformMarks, WindowBookmark};
+use crate::stream::{
+    Backend, DerivedKey, EVENTS, EXTRA_FIELD, IDENTITY_FIELDS, KEY_FIELD, StreamDef, WEB,
+};
 use crate::time::{format_rfc3339, from_unix, parse_datetime};
 
 /// What happened, in order: a unit opened, or a line written to stdout.
@@ -268,9 +270,18 @@ impl<const AHEAD: usize> Source for Fake<AHEAD> {
         self.watermark
     }
 
-    fn bookmark_after(&self, n: &usize, newest: Option<LastUpdated>) -> Result<Option<Bookmark>> {
+    fn floor(&self, _: &usize, bookmark: Option<&Bookmark>) -> Option<LastUpdated> {
+        bookmark?.last_updated(WEB).cloned()
+    }
+
+    fn bookmark_after(
+        &self,
+        n: &usize,
+        _: Option<&Bookmark>,
+        newest: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>> {
         if self.watermark.is_some() {
-            return Ok(newest.map(Bookmark::LastUpdated));
+            return Ok(newest.map(|n| Bookmark::Updated(PlatformMarks::default().with(WEB, n))));
         }
         Ok(Some(Bookmark::Bundle(BundleBookmark {
             stop: day_end(*n),
@@ -315,6 +326,7 @@ fn options(dir: &std::path::Path) -> Options {
         progress_interval: Duration::from_secs(3600),
         batch: None,
         property_columns: Some(500),
+        table_version: None,
     }
 }
 
@@ -328,16 +340,45 @@ async fn run_with<const A: usize>(
     state: &mut State,
     batch: Option<(BatchConfig, String)>,
 ) -> Result<Summary> {
+    run_stream(fake, state, batch, &EVENTS, None).await
+}
+
+/// The events, read whole each run as a FULL_TABLE stream is.
+static EVENTS_TABLE: StreamDef = StreamDef {
+    name: "events",
+    schema: include_str!("../../schemas/events.json"),
+    key_properties: &[KEY_FIELD],
+    replication_method: ReplicationMethod::FullTable,
+    replication_key: None,
+    derived_key: Some(DerivedKey {
+        field: KEY_FIELD,
+        identity: IDENTITY_FIELDS,
+    }),
+    extra_field: EXTRA_FIELD,
+    backend: Backend::Events,
+    selected_by_default: false,
+    custom_properties: false,
+};
+
+/// Runs `stream` from the fake, with this run's table version `version`.
+async fn run_stream<const A: usize>(
+    fake: Fake<A>,
+    state: &mut State,
+    batch: Option<(BatchConfig, String)>,
+    stream: &'static StreamDef,
+    version: Option<u64>,
+) -> Result<Summary> {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::clone(&fake.log);
     let mut out = SingerWriter::new(Stdout {
         log,
         partial: Vec::new(),
     });
-    let schema = Schema::of(&EVENTS);
+    let schema = Schema::of(stream);
     let selection = Selection::all(&schema);
     let mut options = options(dir.path());
     options.batch = batch;
+    options.table_version = version;
     let result = Pipeline::new(fake, schema, selection, options, state, &mut out)
         .run()
         .await;
@@ -412,7 +453,7 @@ fn assert_exactly_once_in_order(lines: &[Value]) -> Vec<(usize, usize)> {
                 }
                 covered = done;
             }
-            "SCHEMA" | "BATCH" => {}
+            "SCHEMA" | "BATCH" | "ACTIVATE_VERSION" => {}
             other => panic!("unexpected message {other}"),
         }
     }
@@ -711,7 +752,10 @@ async fn a_watermarked_stream_writes_what_is_newer_than_its_bookmark_and_moves_i
         at: parse_datetime(at).unwrap(),
         text: at.into(),
     };
-    state.advance(&EVENTS, Bookmark::LastUpdated(bookmark));
+    state.advance(
+        &EVENTS,
+        Bookmark::Updated(PlatformMarks::default().with(WEB, bookmark)),
+    );
     let summary = run(fake, &mut state).await.unwrap();
     assert_eq!(summary.records, 2);
     let lines = lines(&log);
@@ -738,4 +782,78 @@ async fn a_watermarked_stream_writes_what_is_newer_than_its_bookmark_and_moves_i
         last_record < state_at,
         "the bookmark moved before its records"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_stream_activates_its_version_after_its_last_record() {
+    let log = Log::default();
+    let fake = Fake::<1>::new(&log, vec![ok(1), ok(2), ok(3)]);
+    let version = 1_765_000_000_123;
+    let mut state = State::default();
+    run_stream(fake, &mut state, None, &EVENTS_TABLE, Some(version))
+        .await
+        .unwrap();
+    let lines = lines(&log);
+    assert_eq!(assert_exactly_once_in_order(&lines), whole(&[1, 2, 3]));
+    let records: Vec<&Value> = lines.iter().filter(|l| l["type"] == "RECORD").collect();
+    assert_eq!(records.len(), 3 * EACH);
+    assert!(
+        records.iter().all(|r| r["version"] == version),
+        "every record carries the run's version"
+    );
+    let activations: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i]["type"] == "ACTIVATE_VERSION")
+        .collect();
+    assert_eq!(activations.len(), 1, "one ACTIVATE_VERSION a run");
+    let at = activations[0];
+    assert_eq!(
+        lines[at],
+        serde_json::json!({"type": "ACTIVATE_VERSION", "stream": "events", "version": version})
+    );
+    let last_record = lines.iter().rposition(|l| l["type"] == "RECORD").unwrap();
+    assert!(last_record < at, "activated before its last record");
+    // The last unit's STATE comes after it: a run killed in between has
+    // written every record, and the next run activates its own version.
+    assert_eq!(lines[at + 1]["type"], "STATE");
+    assert_eq!(done_by(&lines[at + 1]), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_table_run_that_fails_part_way_activates_nothing() {
+    for failing in [1, 2, 3] {
+        let log = Log::default();
+        let scripts = (1..=3)
+            .map(|n| {
+                if n == failing {
+                    Script::of([Try::Refused])
+                } else {
+                    ok(n)
+                }
+            })
+            .collect();
+        let fake = Fake::<1>::new(&log, scripts);
+        let result = run_stream(fake, &mut State::default(), None, &EVENTS_TABLE, Some(7)).await;
+        assert!(result.is_err());
+        let lines = lines(&log);
+        assert!(
+            lines.iter().all(|l| l["type"] != "ACTIVATE_VERSION"),
+            "unit {failing} failed, yet the table was activated"
+        );
+        assert_eq!(last_done(&lines), failing - 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_version_records_carry_none_and_nothing_is_activated() {
+    // Versions off (or BATCH output), and incremental streams in any case.
+    for (stream, version) in [(&EVENTS_TABLE, None), (&EVENTS, Some(9))] {
+        let log = Log::default();
+        let fake = Fake::<1>::new(&log, vec![ok(1), ok(2)]);
+        run_stream(fake, &mut State::default(), None, stream, version)
+            .await
+            .unwrap();
+        let lines = lines(&log);
+        assert!(lines.iter().all(|l| l.get("version").is_none()));
+        assert!(lines.iter().all(|l| l["type"] != "ACTIVATE_VERSION"));
+    }
 }

@@ -74,6 +74,8 @@ pub struct Shaper {
     /// The event key, for streams that derive one.
     key: KeyMaker,
     extras: Extras,
+    /// The table version each RECORD carries, if the stream has one.
+    version: Option<u64>,
     suffix: Vec<u8>,
     /// Where the record's first field goes in the line being written.
     fields_at: usize,
@@ -151,6 +153,7 @@ impl Shaper {
             extra_selected: selection.has_field(stream.extra_field),
             key: KeyMaker::new(identity.len()),
             extras: Extras::default(),
+            version: None,
             suffix: Vec::new(),
             fields_at: 0,
             events: 0,
@@ -180,6 +183,12 @@ impl Shaper {
                 self.slots[slot].stand_in_for = Some(id);
             }
         }
+    }
+
+    /// Gives every RECORD from the next unit on the table version
+    /// `version` (the Singer table-version protocol), or none.
+    pub fn table_version(&mut self, version: Option<u64>) {
+        self.version = version;
     }
 
     /// Makes custom properties typed fields of the record, as `properties`
@@ -214,7 +223,13 @@ impl Shaper {
         self.events = 0;
         self.counts = Counts::default();
         self.suffix.clear();
-        self.suffix.extend_from_slice(br#"},"time_extracted":""#);
+        self.suffix.push(b'}');
+        if let Some(version) = self.version {
+            self.suffix.extend_from_slice(br#","version":"#);
+            self.suffix
+                .extend_from_slice(version.to_string().as_bytes());
+        }
+        self.suffix.extend_from_slice(br#","time_extracted":""#);
         self.suffix
             .extend_from_slice(format_micros(extracted).as_bytes());
         self.suffix.extend_from_slice(b"\"}\n");

@@ -240,6 +240,7 @@ impl Source for DataExport {
     fn bookmark_after(
         &self,
         bundle: &BundleInfo,
+        _: Option<&Bookmark>,
         _: Option<LastUpdated>,
     ) -> Result<Option<Bookmark>> {
         let stop = from_unix(bundle.stop).ok_or_else(|| {

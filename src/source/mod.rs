@@ -335,12 +335,20 @@ pub(crate) trait Source: Send + Sync + 'static {
         None
     }
 
+    /// The [`Source::watermark`] value at or before which `unit`'s records
+    /// were written by an earlier run, by the stream's `bookmark`.
+    fn floor(&self, _unit: &Self::Unit, _bookmark: Option<&Bookmark>) -> Option<LastUpdated> {
+        None
+    }
+
     /// The stream's bookmark once `unit` and everything before it is
-    /// written; `newest` is the newest [`Source::watermark`] value among its
-    /// records. `None` leaves the bookmark as it is.
+    /// written, from the `current` one; `newest` is the newest
+    /// [`Source::watermark`] value among its records. `None` leaves the
+    /// bookmark as it is.
     fn bookmark_after(
         &self,
         unit: &Self::Unit,
+        current: Option<&Bookmark>,
         newest: Option<LastUpdated>,
     ) -> Result<Option<Bookmark>>;
 

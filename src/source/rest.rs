@@ -22,8 +22,8 @@ use crate::http::retry::Retry;
 use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::redact;
-use crate::state::{Bookmark, LastUpdated};
-use crate::stream::{Paging, Reading, Resource, StreamDef};
+use crate::state::{Bookmark, LastUpdated, PlatformMarks};
+use crate::stream::{PLATFORM_FIELD, PLATFORMS, Paging, Reading, Resource, StreamDef, WEB};
 use crate::urls::url_escape;
 
 const LIST: Endpoint = Endpoint {
@@ -44,19 +44,31 @@ const SETTINGS: Endpoint = Endpoint {
     refused: None,
 };
 
+/// A list or settings object of a platform other than the web, which an
+/// account without it answers with 404.
+const ELSEWHERE: Endpoint = Endpoint {
+    name: "rest_platform",
+    not_found: NotFound::Gone,
+    refused: None,
+};
+
 /// One REST stream of one account.
 pub(crate) struct Rest {
+    stream: &'static str,
     requests: Requests,
     resource: Resource,
     /// The field the stream is bookmarked on, if any.
     watermark: Option<&'static str>,
 }
 
-/// The unit of a REST stream: the whole resource.
+/// The unit of a REST stream: the whole resource, or the whole of one
+/// platform's.
 #[derive(Debug, Clone)]
 pub(crate) struct Whole {
-    stream: &'static str,
+    /// The stream, and the platform after it if the resource has platforms.
+    label: String,
     path: &'static str,
+    platform: Option<&'static str>,
 }
 
 /// What every request of a stream needs: the client, the retry policy, and
@@ -65,7 +77,8 @@ pub(crate) struct Whole {
 struct Requests {
     client: Arc<Client>,
     retry: Retry,
-    stream: &'static str,
+    /// The stream, with the platform if it has platforms, for messages.
+    label: Arc<str>,
     /// What a 403 means here: the role the stream needs.
     forbidden: Arc<str>,
 }
@@ -84,10 +97,11 @@ impl Rest {
             def.name, resource.role
         );
         Rest {
+            stream: def.name,
             requests: Requests {
                 client,
                 retry,
-                stream: def.name,
+                label: def.name.into(),
                 forbidden: forbidden.into(),
             },
             resource,
@@ -114,22 +128,42 @@ impl Source for Rest {
     }
 
     async fn units(&self, bookmark: Option<&Bookmark>) -> Result<Vec<Whole>> {
-        let stream = self.requests.stream;
-        match bookmark.and_then(Bookmark::last_updated) {
-            Some(b) if self.watermark().is_some() => tracing::info!(
-                "{stream}: syncing versions updated after {} (the state's bookmark)",
-                b.text
-            ),
-            _ => tracing::info!("{stream}: syncing every record"),
+        let stream = self.stream;
+        let path = self.resource.path;
+        if !self.resource.platforms {
+            tracing::info!("{stream}: syncing every record");
+            return Ok(vec![Whole {
+                label: stream.to_string(),
+                path,
+                platform: None,
+            }]);
         }
-        Ok(vec![Whole {
-            stream,
-            path: self.resource.path,
-        }])
+        Ok(PLATFORMS
+            .iter()
+            .map(|&platform| {
+                let label = format!("{stream} ({platform})");
+                match bookmark.and_then(|b| b.last_updated(platform)) {
+                    Some(b) if self.watermark().is_some() => tracing::info!(
+                        "{label}: syncing versions updated after {} (the state's bookmark)",
+                        b.text
+                    ),
+                    _ => tracing::info!("{label}: syncing every record"),
+                }
+                Whole {
+                    label,
+                    path,
+                    platform: Some(platform),
+                }
+            })
+            .collect())
     }
 
     async fn open(&self, whole: &Whole) -> Result<Pages, Failure> {
-        let url = format!("{}{}", self.requests.client.api_url(), whole.path);
+        let mut url = format!("{}{}", self.requests.client.api_url(), whole.path);
+        if let Some(platform) = whole.platform {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{sep}platform={platform}");
+        }
         let step = match self.resource.reading {
             Reading::Pages { list, paging } => Step::Pages(PageWalk::new(url, list, paging)),
             Reading::EachUser { list, paging } => {
@@ -139,9 +173,12 @@ impl Source for Rest {
             }
             Reading::One => Step::One(url),
         };
+        let mut requests = self.requests.clone();
+        requests.label = whole.label.clone().into();
         Ok(Pages {
-            requests: self.requests.clone(),
+            requests,
             lift: self.resource.lift_metadata,
+            platform: whole.platform,
             step: Step::Open(Box::new(step)),
             items: 0,
             requests_made: 0,
@@ -155,23 +192,46 @@ impl Source for Rest {
     }
 
     fn id<'u>(&self, whole: &'u Whole) -> &'u str {
-        whole.stream
+        &whole.label
     }
 
-    fn file_id<'u>(&self, _: &'u Whole) -> Option<&'u str> {
-        None
+    fn file_id<'u>(&self, whole: &'u Whole) -> Option<&'u str> {
+        whole.platform
     }
 
     fn window(&self, whole: &Whole) -> String {
-        whole.path.to_string()
+        match whole.platform {
+            Some(platform) => format!("{}, platform={platform}", whole.path),
+            None => whole.path.to_string(),
+        }
     }
 
     fn watermark(&self) -> Option<&'static str> {
         self.watermark
     }
 
-    fn bookmark_after(&self, _: &Whole, newest: Option<LastUpdated>) -> Result<Option<Bookmark>> {
-        Ok(newest.map(Bookmark::LastUpdated))
+    fn floor(&self, whole: &Whole, bookmark: Option<&Bookmark>) -> Option<LastUpdated> {
+        self.watermark?;
+        bookmark?
+            .last_updated(whole.platform.unwrap_or(WEB))
+            .cloned()
+    }
+
+    fn bookmark_after(
+        &self,
+        whole: &Whole,
+        current: Option<&Bookmark>,
+        newest: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>> {
+        let Some(newest) = newest else {
+            return Ok(None);
+        };
+        let marks = match current {
+            Some(Bookmark::Updated(marks)) => marks.clone(),
+            _ => PlatformMarks::default(),
+        };
+        let platform = whole.platform.unwrap_or(WEB);
+        Ok(Some(Bookmark::Updated(marks.with(platform, newest))))
     }
 
     fn retry(&self) -> &Retry {
@@ -187,6 +247,8 @@ pub(crate) struct Pages {
     requests: Requests,
     /// Whether to lift `created`, `createdBy`, `lastUpdated` from `metadata`.
     lift: bool,
+    /// The platform read, written into each record that does not name one.
+    platform: Option<&'static str>,
     step: Step,
     items: usize,
     requests_made: usize,
@@ -277,21 +339,7 @@ impl Body for Pages {
                     };
                 }
                 Step::One(url) => {
-                    let what = format!("{}: GET {}", self.requests.stream, redact::url(&url));
-                    self.requests_made += 1;
-                    let body = self
-                        .requests
-                        .retry
-                        .run(&what, None, || self.requests.fetch(&url, SETTINGS))
-                        .await
-                        .map_err(Failure::Fatal)?;
-                    let item: Box<RawValue> = serde_json::from_slice(&body).map_err(|e| {
-                        Failure::Fatal(Error::Api(format!(
-                            "{what}: the answer is not JSON ({e}): {}",
-                            snippet(&body)
-                        )))
-                    })?;
-                    self.push(&item, &mut out).map_err(Failure::Fatal)?;
+                    self.one(&url, &mut out).await.map_err(Failure::Fatal)?;
                     self.step = Step::Close;
                 }
                 Step::Close => {
@@ -301,7 +349,7 @@ impl Body for Pages {
                     };
                     tracing::info!(
                         "{}: {} items from {} requests in {:.1}s{skipped}",
-                        self.requests.stream,
+                        self.requests.label,
                         self.items,
                         self.requests_made,
                         self.started.elapsed().as_secs_f64(),
@@ -319,21 +367,90 @@ impl Body for Pages {
 }
 
 impl Pages {
+    /// Whether a 404 means the account does not have what is asked for:
+    /// a platform other than the web, which not every account records.
+    fn may_be_absent(&self) -> bool {
+        self.platform.is_some_and(|p| p != WEB)
+    }
+
+    /// Says that the platform read has nothing for this stream.
+    fn absent(&self, what: &str) {
+        tracing::info!(
+            "{what}: HTTP 404: the account has no {} settings here; nothing to sync for it",
+            self.platform.unwrap_or(WEB)
+        );
+    }
+
+    /// Reads a resource that is one object. No object (404 for a platform
+    /// the account lacks, `null`, or `{}`) is no record.
+    async fn one(&mut self, url: &str, out: &mut Vec<u8>) -> Result<()> {
+        let what = format!("{}: GET {}", self.requests.label, redact::url(url));
+        let endpoint = if self.may_be_absent() {
+            ELSEWHERE
+        } else {
+            SETTINGS
+        };
+        self.requests_made += 1;
+        let found = self
+            .requests
+            .retry
+            .run(&what, None, || async {
+                match self.requests.fetch(url, endpoint).await {
+                    Ok(body) => Ok(Some(body)),
+                    Err(Failure::Gone(_)) => Ok(None),
+                    Err(other) => Err(other),
+                }
+            })
+            .await?;
+        let Some(body) = found else {
+            self.absent(&what);
+            return Ok(());
+        };
+        let item: Option<Box<RawValue>> = serde_json::from_slice(&body).map_err(|e| {
+            Error::Api(format!(
+                "{what}: the answer is not JSON ({e}): {}",
+                snippet(&body)
+            ))
+        })?;
+        match item {
+            Some(item) if !matches!(item.get().trim(), "{}") => self.push(&item, out),
+            _ => {
+                tracing::info!("{what}: the answer is empty; nothing to sync");
+                Ok(())
+            }
+        }
+    }
+
     /// Reads the next page of a list; returns the step after it.
     async fn page(&mut self, mut walk: PageWalk, out: &mut Vec<u8>) -> Result<Step> {
         let url = walk.url();
         walk.pages += 1;
         self.requests_made += 1;
-        let what = format!("{}: page {}", self.requests.stream, walk.pages);
+        let what = format!("{}: page {}", self.requests.label, walk.pages);
         let (list, next) = (walk.list, walk.paging.next);
+        // Only the first page can say the list is not there at all.
+        let endpoint = if walk.pages == 1 && self.may_be_absent() {
+            ELSEWHERE
+        } else {
+            LIST
+        };
         let page = self
             .requests
             .retry
             .run(&what, None, || async {
-                let body = self.requests.fetch(&url, LIST).await?;
-                parse_page(&body, list, next).map_err(Failure::retry)
+                match self.requests.fetch(&url, endpoint).await {
+                    Ok(body) => parse_page(&body, list, next)
+                        .map(Some)
+                        .map_err(Failure::retry),
+                    Err(Failure::Gone(_)) => Ok(None),
+                    Err(other) => Err(other),
+                }
             })
             .await?;
+        let Some(page) = page else {
+            self.absent(&what);
+            return Ok(Step::Close);
+        };
         walk.items += page.items.len();
         for item in &page.items {
             match &mut walk.ids {
@@ -372,7 +489,7 @@ impl Pages {
         let url = user_url(self.requests.client.api_url(), id)?;
         let what = format!(
             "{}: user {}/{} (id {id})",
-            self.requests.stream,
+            self.requests.label,
             n + 1,
             ids.len()
         );
@@ -412,8 +529,9 @@ impl Pages {
         if self.items > 0 {
             out.push(b',');
         }
-        if self.lift {
-            lift_metadata(item.get(), out)
+        if self.lift || self.platform.is_some() {
+            let lift = if self.lift { LIFTED } else { &[] };
+            reshape(item.get(), lift, self.platform, out)
                 .map_err(|why| Error::Api(format!("a record is not a JSON object: {why}")))?;
         } else {
             out.extend_from_slice(item.get().as_bytes());
@@ -426,7 +544,7 @@ impl Pages {
 impl Requests {
     /// One GET, its whole body; one attempt.
     async fn fetch(&self, url: &str, endpoint: Endpoint) -> std::result::Result<Vec<u8>, Failure> {
-        let prefix = format!("{}: ", self.stream);
+        let prefix = format!("{}: ", self.label);
         let resp = self
             .client
             .get_as(url, endpoint, Some(&self.forbidden))
@@ -495,10 +613,15 @@ impl<'de> Deserialize<'de> for Members {
 /// The keys lifted from `metadata` to the top level.
 const LIFTED: &[&str] = &["created", "createdBy", "lastUpdated"];
 
-/// Writes the object with `created`, `createdBy` and `lastUpdated` copied
-/// from its `metadata` to its top level (unless the top level has them
-/// already), and everything else as it came, values byte for byte.
-fn lift_metadata(object: &str, json: &mut Vec<u8>) -> std::result::Result<(), String> {
+/// Writes the object with the keys `lift` copied from its `metadata` to its
+/// top level and `"platform": platform` (each unless the top level has it
+/// already), then everything else as it came, values byte for byte.
+fn reshape(
+    object: &str,
+    lift: &[&str],
+    platform: Option<&str>,
+    json: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
     let members: Members = serde_json::from_str(object).map_err(|e| e.to_string())?;
     let metadata: Vec<(String, Box<RawValue>)> = members
         .0
@@ -519,13 +642,18 @@ fn lift_metadata(object: &str, json: &mut Vec<u8>) -> std::result::Result<(), St
         json.push(b':');
         json.extend_from_slice(value.get().as_bytes());
     };
-    for name in LIFTED {
-        if members.0.iter().any(|(k, _)| k == name) {
+    let has = |name: &str| members.0.iter().any(|(k, _)| k == name);
+    for name in lift {
+        if has(name) {
             continue;
         }
         if let Some((_, value)) = metadata.iter().find(|(k, _)| k == name) {
             push(name, value, json);
         }
+    }
+    if let Some(platform) = platform.filter(|_| !has(PLATFORM_FIELD)) {
+        let value = serde_json::value::to_raw_value(platform).map_err(|e| e.to_string())?;
+        push(PLATFORM_FIELD, &value, json);
     }
     for (key, value) in &members.0 {
         push(key, value, json);
@@ -572,7 +700,7 @@ mod tests {
 
     fn lifted(object: &str) -> std::result::Result<String, String> {
         let mut out = Vec::new();
-        lift_metadata(object, &mut out).map(|()| String::from_utf8(out).unwrap())
+        reshape(object, LIFTED, None, &mut out).map(|()| String::from_utf8(out).unwrap())
     }
 
     #[test]

@@ -595,7 +595,12 @@ impl Source for SegmentExport {
         )
     }
 
-    fn bookmark_after(&self, window: &Window, _: Option<LastUpdated>) -> Result<Option<Bookmark>> {
+    fn bookmark_after(
+        &self,
+        window: &Window,
+        _: Option<&Bookmark>,
+        _: Option<LastUpdated>,
+    ) -> Result<Option<Bookmark>> {
         let end = match self.floor() {
             Some(floor) if floor > window.end => floor,
             _ => window.end,

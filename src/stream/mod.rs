@@ -5,7 +5,7 @@ pub mod property;
 pub(crate) mod rest;
 
 pub use property::PropertyType;
-pub use rest::{LAST_UPDATED, Paging, Reading, Resource};
+pub use rest::{LAST_UPDATED, PLATFORM_FIELD, PLATFORMS, Paging, Reading, Resource, WEB};
 
 /// The JSON type a schema field expects, used to check values cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,8 @@ pub static STREAMS: &[&StreamDef] = &[
     &rest::USERS,
     &rest::USER,
     &rest::SEGMENTS,
+    &rest::WEBHOOK_ENDPOINTS,
+    &rest::OPERATIONS,
     &rest::BLOCK_RULES,
     &rest::BLOCK_RULES_HISTORY,
     &rest::DOMAIN_SETTINGS,

@@ -1,5 +1,6 @@
-//! The REST streams: users, segments and the recording settings with their
-//! change history, read from `api_url` with natural keys. Each is data: its
+//! The REST streams: users, segments, webhook endpoints, operations and
+//! the recording settings of each platform with their change history, read
+//! from `api_url` with natural keys. Each is data: its
 //! path, how it is read, and the role it needs; the REST source reads any
 //! of them the same way, so a new resource is an entry here.
 
@@ -16,7 +17,19 @@ pub struct Resource {
     pub lift_metadata: bool,
     /// The FullStory role an API key needs to read it.
     pub role: &'static str,
+    /// Whether it is kept per platform (`?platform=web|mobile`): read once
+    /// for each of [`PLATFORMS`], each record told which in a `platform`
+    /// field, each platform bookmarked on its own.
+    pub platforms: bool,
 }
+
+/// The platforms FullStory keeps recording settings for, web first (the
+/// only one before platforms were read, and FullStory's default).
+pub const PLATFORMS: &[&str] = &[WEB, "mobile"];
+/// The web platform.
+pub const WEB: &str = "web";
+/// The field that names a record's platform.
+pub const PLATFORM_FIELD: &str = "platform";
 
 /// How a resource's records are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +66,9 @@ pub const V1: Paging = Paging {
     next: &["nextPaginationToken", "next_pagination_token"],
 };
 
-/// The key of the settings streams, lifted from each object's `metadata`.
-pub const SETTINGS_KEY: &[&str] = &["created", "createdBy", "lastUpdated"];
+/// The key of the settings streams: when and by whom a version was made,
+/// lifted from each object's `metadata`, and its platform.
+pub const SETTINGS_KEY: &[&str] = &["created", "createdBy", "lastUpdated", PLATFORM_FIELD];
 /// The field settings streams are bookmarked on.
 pub const LAST_UPDATED: &str = "lastUpdated";
 
@@ -89,6 +103,7 @@ macro_rules! full_table {
                 reading: $reading,
                 lift_metadata: false,
                 role: ADMIN_OR_ARCHITECT,
+                platforms: false,
             },
             &["id"],
             ReplicationMethod::FullTable,
@@ -98,7 +113,7 @@ macro_rules! full_table {
 }
 
 /// A recording settings object (`$path` under
-/// `/settings/recording/v1/`), bookmarked on `lastUpdated`.
+/// `/settings/recording/v1/`) of each platform, bookmarked on `lastUpdated`.
 macro_rules! settings {
     ($static:ident, $name:literal, $path:literal, $role:expr) => {
         stream!(
@@ -109,6 +124,7 @@ macro_rules! settings {
                 reading: Reading::One,
                 lift_metadata: true,
                 role: $role,
+                platforms: true,
             },
             SETTINGS_KEY,
             ReplicationMethod::Incremental,
@@ -117,8 +133,9 @@ macro_rules! settings {
     };
 }
 
-/// Every version of a recording settings object, every page of its
-/// `/history` (100 a page, FullStory's most), bookmarked on `lastUpdated`.
+/// Every version of a recording settings object of each platform, every
+/// page of its `/history` (100 a page, FullStory's most), bookmarked on
+/// `lastUpdated`.
 macro_rules! history {
     ($static:ident, $name:literal, $path:literal, $role:expr) => {
         stream!(
@@ -132,6 +149,7 @@ macro_rules! history {
                 },
                 lift_metadata: true,
                 role: $role,
+                platforms: true,
             },
             SETTINGS_KEY,
             ReplicationMethod::Incremental,
@@ -164,6 +182,24 @@ full_table!(
     "/segments/v1?limit=100",
     Reading::Pages {
         list: "segments",
+        paging: V1,
+    }
+);
+full_table!(
+    WEBHOOK_ENDPOINTS,
+    "webhook_endpoints",
+    "/webhooks/v1/endpoints?limit=100",
+    Reading::Pages {
+        list: "endpoints",
+        paging: V1,
+    }
+);
+full_table!(
+    OPERATIONS,
+    "operations",
+    "/operations/v1?limit=100",
+    Reading::Pages {
+        list: "operations",
         paging: V1,
     }
 );

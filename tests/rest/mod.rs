@@ -1,5 +1,6 @@
-//! The REST streams (users, user, segments, recording settings and their
-//! history) against the demo server's REST endpoints.
+//! The REST streams (users, user, segments, webhook endpoints, operations,
+//! recording settings of each platform and their history) against the demo
+//! server's REST endpoints.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -54,9 +55,28 @@ fn by_stream(run: &Run) -> BTreeMap<String, Vec<Value>> {
     out
 }
 
+/// The streams read whole each run.
+const FULL_TABLE: &[&str] = &[
+    "users",
+    "user",
+    "segments",
+    "webhook_endpoints",
+    "operations",
+];
+
+/// The settings streams the demo server also has for mobile apps.
+const MOBILE: &[&str] = &[
+    "block_rules",
+    "block_rules_history",
+    "privacy_settings",
+    "privacy_settings_history",
+    "recording_features",
+    "recording_features_history",
+];
+
 /// Every REST stream.
 fn all_rest() -> Vec<&'static str> {
-    let mut streams = vec!["users", "user", "segments"];
+    let mut streams = FULL_TABLE.to_vec();
     streams.extend(SETTINGS);
     streams.extend(HISTORIES);
     streams
@@ -83,24 +103,30 @@ fn discover_lists_every_rest_stream_unselected_by_default() {
         s["metadata"][0]["metadata"].clone()
     };
     assert_eq!(md("events")["selected-by-default"], true);
-    for name in ["users", "user", "segments"] {
+    assert!(md("events").get("activate-version").is_none());
+    for name in FULL_TABLE {
         assert_eq!(md(name)["table-key-properties"], json!(["id"]));
         assert_eq!(md(name)["forced-replication-method"], "FULL_TABLE");
+        assert_eq!(md(name)["activate-version"], true);
         assert_eq!(md(name)["selected-by-default"], false);
     }
     for name in SETTINGS.iter().chain(HISTORIES) {
         let md = md(name);
         assert_eq!(
             md["table-key-properties"],
-            json!(["created", "createdBy", "lastUpdated"]),
+            json!(["created", "createdBy", "lastUpdated", "platform"]),
             "{name}"
         );
         assert_eq!(md["forced-replication-method"], "INCREMENTAL");
         assert_eq!(md["replication-key"], "lastUpdated");
         assert_eq!(md["selected-by-default"], false);
+        assert!(md.get("activate-version").is_none());
     }
     // events and individuals, then the REST streams.
-    assert_eq!(streams.len(), 2 + 3 + SETTINGS.len() + HISTORIES.len());
+    assert_eq!(
+        streams.len(),
+        2 + FULL_TABLE.len() + SETTINGS.len() + HISTORIES.len()
+    );
 }
 
 #[test]
@@ -162,9 +188,16 @@ fn every_page_of_every_list_is_read_once() {
 
     // domain history answers with next_pagination_token, blocking with
     // nextPaginationToken: both are followed.
-    for name in ["block_rules_history", "domain_settings_history"] {
-        let versions = &records[name];
-        assert_eq!(versions.len(), 12, "{name}");
+    // The web's versions; blocking has mobile ones too (domain answers 404
+    // for mobile: no records, no error).
+    for (name, mobile) in [("block_rules_history", 6), ("domain_settings_history", 0)] {
+        let web: Vec<&Value> = records[name]
+            .iter()
+            .filter(|v| v["platform"] == "web")
+            .collect();
+        assert_eq!(web.len(), 12, "{name}");
+        assert_eq!(records[name].len(), 12 + mobile, "{name}");
+        let versions = web;
         let stamps: HashSet<&str> = versions
             .iter()
             .map(|v| v["lastUpdated"].as_str().unwrap())
@@ -190,11 +223,25 @@ fn every_page_of_every_list_is_read_once() {
         user_pages,
         ["", "page_token=p10", "page_token=p20"].repeat(2)
     );
-    let domain_pages = requests
+    let domain_pages: Vec<&str> = requests
         .iter()
         .filter(|r| r.path == "/settings/recording/v1/domain/history")
-        .count();
-    assert_eq!(domain_pages, 2);
+        .map(|r| r.query.as_str())
+        .collect();
+    assert_eq!(
+        domain_pages,
+        [
+            "limit=100&platform=web",
+            "limit=100&platform=web&paginationToken=p10",
+            "limit=100&platform=mobile",
+        ]
+    );
+    assert!(
+        run.stderr
+            .contains("domain_settings_history (mobile): page 1: HTTP 404: the account has no mobile settings here"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains(r#""metric":"record_count","value":25"#));
 }
 
@@ -212,19 +259,42 @@ fn settings_state_round_trips_and_new_versions_come_once() {
         .run()
         .success();
     let records = by_stream(&first);
-    for name in SETTINGS {
-        assert_eq!(count(&records, name), 1, "{name}");
-    }
-    for name in HISTORIES {
-        assert_eq!(count(&records, name), 12, "{name}");
+    for name in SETTINGS.iter().chain(HISTORIES) {
+        let (web, mobile) = if SETTINGS.contains(name) {
+            (1, 1)
+        } else {
+            (12, 6)
+        };
+        let of = |platform: &str| {
+            records[*name]
+                .iter()
+                .filter(|r| r["platform"] == platform)
+                .count()
+        };
+        let mobile = if MOBILE.contains(name) { mobile } else { 0 };
+        assert_eq!((of("web"), of("mobile")), (web, mobile), "{name}");
+        assert_eq!(count(&records, name), web + mobile, "{name}");
+        // Each record once by its key, the platform part of it.
+        let keys: HashSet<String> = records[*name]
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}|{}|{}|{}",
+                    r["created"], r["createdBy"], r["lastUpdated"], r["platform"]
+                )
+            })
+            .collect();
+        assert_eq!(keys.len(), web + mobile, "{name}");
     }
     let state = first.last_state();
     for name in SETTINGS.iter().chain(HISTORIES) {
-        assert_eq!(
-            state["bookmarks"][name],
-            json!({"lastUpdated": "2024-01-01T11:00:00.000Z"}),
-            "{name}"
-        );
+        let want = if MOBILE.contains(name) {
+            json!({"lastUpdated": "2024-01-01T11:00:00.000Z",
+                   "platforms": {"mobile": {"lastUpdated": "2024-01-01T05:30:00.000Z"}}})
+        } else {
+            json!({"lastUpdated": "2024-01-01T11:00:00.000Z"})
+        };
+        assert_eq!(state["bookmarks"][name], want, "{name}");
     }
     assert_eq!(bookmark_stop(&state), rfc3339(T0 + DAY));
 
@@ -238,7 +308,8 @@ fn settings_state_round_trips_and_new_versions_come_once() {
     assert!(second.records().is_empty(), "{}", second.stdout);
     assert_eq!(second.last_state()["bookmarks"], state["bookmarks"]);
 
-    // A new version is written once, by the object and its history.
+    // A new web version is written once, by the object and its history;
+    // then a new mobile one, and the web bookmark stays where it was.
     assert!(srv.add_setting_version("blocking"));
     let third = Tap::new()
         .config(&rest_config(&srv))
@@ -253,20 +324,51 @@ fn settings_state_round_trips_and_new_versions_come_once() {
     );
     for name in ["block_rules", "block_rules_history"] {
         assert_eq!(records[name].len(), 1);
+        assert_eq!(records[name][0]["platform"], "web");
         assert_eq!(records[name][0]["lastUpdated"], "2024-01-01T12:00:00.000Z");
         assert_eq!(records[name][0]["blockedIps"], json!(["10.0.0.12"]));
         assert_eq!(
-            third.last_state()["bookmarks"][name]["lastUpdated"],
-            "2024-01-01T12:00:00.000Z"
+            third.last_state()["bookmarks"][name],
+            json!({"lastUpdated": "2024-01-01T12:00:00.000Z",
+                   "platforms": {"mobile": {"lastUpdated": "2024-01-01T05:30:00.000Z"}}})
         );
     }
+    assert!(srv.add_mobile_setting_version("blocking"));
     let fourth = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&catalog)
         .state(&third.last_state())
         .run()
         .success();
-    assert!(fourth.records().is_empty());
+    let records = by_stream(&fourth);
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["block_rules", "block_rules_history"]
+    );
+    for name in ["block_rules", "block_rules_history"] {
+        assert_eq!(records[name].len(), 1);
+        assert_eq!(records[name][0]["platform"], "mobile");
+        assert_eq!(records[name][0]["blockedAppIds"], json!(["app-6"]));
+        assert_eq!(
+            fourth.last_state()["bookmarks"][name],
+            json!({"lastUpdated": "2024-01-01T12:00:00.000Z",
+                   "platforms": {"mobile": {"lastUpdated": "2024-01-01T06:30:00.000Z"}}})
+        );
+    }
+    let fifth = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&catalog)
+        .state(&fourth.last_state())
+        .run()
+        .success();
+    assert!(fifth.records().is_empty());
+    // Every settings request named its platform.
+    assert!(
+        srv.requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/settings/"))
+            .all(|r| r.query.contains("platform=web") || r.query.contains("platform=mobile"))
+    );
 }
 
 #[test]
@@ -289,20 +391,26 @@ fn reads_the_python_tap_state_and_keeps_other_bookmarks() {
         .run()
         .success();
     let records = by_stream(&run);
-    let stamps: Vec<&str> = records["block_rules_history"]
-        .iter()
-        .map(|v| v["lastUpdated"].as_str().unwrap())
-        .collect();
-    assert_eq!(stamps.len(), 6, "versions 6 to 11 are newer: {stamps:?}");
-    assert!(
-        stamps
+    let stamps = |platform: &str| -> Vec<&str> {
+        records["block_rules_history"]
             .iter()
+            .filter(|v| v["platform"] == platform)
+            .map(|v| v["lastUpdated"].as_str().unwrap())
+            .collect()
+    };
+    let web = stamps("web");
+    assert_eq!(web.len(), 6, "versions 6 to 11 are newer: {web:?}");
+    assert!(
+        web.iter()
             .all(|s| s.as_bytes() > b"2024-01-01T05:00:00.000Z".as_slice())
     );
+    // The state knew only the web: every mobile version is new.
+    assert_eq!(stamps("mobile").len(), 6);
     let out = run.last_state();
     assert_eq!(
         out["bookmarks"]["block_rules_history"],
-        json!({"lastUpdated": "2024-01-01T11:00:00.000Z"})
+        json!({"lastUpdated": "2024-01-01T11:00:00.000Z",
+               "platforms": {"mobile": {"lastUpdated": "2024-01-01T05:30:00.000Z"}}})
     );
     assert_eq!(out["bookmarks"]["events"], state["bookmarks"]["events"]);
     assert_eq!(out["bookmarks"]["users"], json!({"anything": 1}));
@@ -497,21 +605,43 @@ fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
             "{name}"
         );
         let texts = gunzip_lines(&path);
-        assert!(
-            batched.insert(stream.to_string(), texts).is_none(),
-            "a second BATCH for {stream}"
-        );
+        // A file a platform for the settings streams the server has for
+        // mobile apps: web, then mobile.
+        let platform = texts
+            .first()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .and_then(|r| r["platform"].as_str().map(str::to_string));
+        let first = !batched.contains_key(stream);
+        let texts_so_far: &mut Vec<String> = batched.entry(stream.to_string()).or_default();
+        match platform.as_deref() {
+            Some("mobile") => assert!(!first && MOBILE.contains(&stream), "{stream}: {name}"),
+            _ => assert!(first, "a second BATCH for {stream}"),
+        }
+        if let Some(platform) = &platform {
+            assert!(
+                name.starts_with(&format!("fs-{stream}-{platform}-")),
+                "{name}"
+            );
+        }
+        texts_so_far.extend(texts);
         // The next message is the STATE that covers the file.
         let next = &msgs[i + 1];
         assert_eq!(next["type"], "STATE", "after the BATCH of {stream}");
         if SETTINGS.contains(&stream) || HISTORIES.contains(&stream) {
+            let bookmark = &next["value"]["bookmarks"][stream];
             assert_eq!(
-                next["value"]["bookmarks"][stream]["lastUpdated"], "2024-01-01T11:00:00.000Z",
+                bookmark["lastUpdated"], "2024-01-01T11:00:00.000Z",
                 "{stream}"
             );
+            if platform.as_deref() == Some("mobile") {
+                assert_eq!(
+                    bookmark["platforms"]["mobile"]["lastUpdated"], "2024-01-01T05:30:00.000Z",
+                    "{stream}"
+                );
+            }
         }
-        // No STATE before it moved this stream's bookmark.
-        for earlier in &msgs[..i] {
+        // No STATE before its first file moved this stream's bookmark.
+        for earlier in msgs[..i].iter().filter(|_| first) {
             if earlier["type"] == "STATE" {
                 assert!(
                     earlier["value"]["bookmarks"].get(stream).is_none(),
@@ -529,9 +659,9 @@ fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
             .collect();
         assert_eq!(&parsed, &want[stream], "{stream}");
     }
-    // One published file per stream, no partial file left.
+    // One published file per stream and platform, no partial file left.
     let names = names_in(root.path());
-    assert_eq!(names.len(), all_rest().len(), "{names:?}");
+    assert_eq!(names.len(), all_rest().len() + MOBILE.len(), "{names:?}");
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 
     // Nothing new for the settings streams: no file and no BATCH for them;
@@ -547,9 +677,15 @@ fn batch_config_puts_each_rest_stream_in_one_file_before_its_state() {
         .filter(|m| m["type"] == "BATCH")
         .map(|m| m["stream"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(streams, ["users", "user", "segments"]);
+    assert_eq!(streams, FULL_TABLE);
     let after = names_in(root.path());
-    assert_eq!(after.len(), names.len() + 3, "{after:?}");
+    assert_eq!(after.len(), names.len() + FULL_TABLE.len(), "{after:?}");
+    // BATCH files carry no table version, so none is activated over them.
+    assert!(
+        lines(&again)
+            .iter()
+            .all(|m| m["type"] != "ACTIVATE_VERSION")
+    );
     assert!(names.iter().all(|n| after.contains(n)));
 }
 
@@ -695,13 +831,16 @@ fn a_user_deleted_after_the_list_is_skipped_with_one_warning() {
         .collect();
     assert_eq!(fetches, [Some(404)]);
 
-    // The STATE after the user records, as for any stream.
+    // The version activated after the user records (the deleted one is
+    // not among them), then the STATE, as for any full-table stream.
     let msgs = run.messages();
     let last_user = msgs
         .iter()
         .rposition(|m| m["type"] == "RECORD" && m["stream"] == "user")
         .unwrap();
-    assert_eq!(msgs[last_user + 1]["type"], "STATE");
+    assert_eq!(msgs[last_user + 1]["type"], "ACTIVATE_VERSION");
+    assert_eq!(msgs[last_user + 1]["version"], msgs[last_user]["version"]);
+    assert_eq!(msgs[last_user + 2]["type"], "STATE");
 }
 
 #[test]

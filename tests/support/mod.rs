@@ -172,7 +172,13 @@ impl Run {
                 let v: Value = serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
                 let t = v["type"].as_str().expect("message has a type");
-                assert!(matches!(t, "SCHEMA" | "RECORD" | "STATE"), "{line}");
+                assert!(
+                    matches!(t, "SCHEMA" | "RECORD" | "STATE" | "ACTIVATE_VERSION"),
+                    "{line}"
+                );
+                if t == "ACTIVATE_VERSION" {
+                    assert!(v["stream"].is_string() && v["version"].is_u64(), "{line}");
+                }
                 v
             })
             .collect()

@@ -5,7 +5,8 @@
 //!   from bundles held in memory, under a download rate limit;
 //! - `segment_export`: the Segment Export flow over the same events (its
 //!   `api_url` is the same URL), with links that expire;
-//! - `rest`: users, segments and the recording settings with their history;
+//! - `rest`: users, segments, webhook endpoints, operations and the
+//!   recording settings of each platform with their history;
 //! - `faults`: misbehaviours injected one request at a time (error statuses,
 //!   truncated or reset bodies, stalls, lying `Content-Length`, ...);
 //! - `synth`: the deterministic synthetic data.
@@ -46,7 +47,7 @@ pub use data_export::{BundleSpec, Encoding};
 use faults::{Delivery, deliver};
 pub use faults::{Fault, Route};
 use http::{ReadOutcome, Request};
-pub use rest::{RestData, RestUser, SETTINGS_PATHS, synthetic_rest};
+pub use rest::{MOBILE_PATHS, RestData, RestUser, SETTINGS_PATHS, synthetic_rest};
 use sliding_window::SlidingWindow;
 pub use synth::{
     CUSTOM_PROPERTIES, first_day_of, gzip, synthetic_bundles, synthetic_bundles_with,
@@ -287,6 +288,29 @@ impl Server {
     /// `domain`, ...), an hour after the last. False for an unknown path.
     pub fn add_setting_version(&self, path: &str) -> bool {
         self.shared.state.lock().unwrap().rest.add_version(path)
+    }
+
+    /// Adds a new current version of the mobile settings at `path`
+    /// (`blocking`, `privacy`, `features`). False for a path without them.
+    pub fn add_mobile_setting_version(&self, path: &str) -> bool {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .rest
+            .add_mobile_version(path)
+    }
+
+    /// Deletes user `id` from `/v2/users` and its own fetch, as
+    /// `DELETE /v2/users/{id}` does. False for an unknown id.
+    pub fn delete_user(&self, id: &str) -> bool {
+        self.shared.state.lock().unwrap().rest.delete_user(id)
+    }
+
+    /// Deletes segment `id` from `/segments/v1`, as `DELETE
+    /// /segments/v1/{id}` does. False for an unknown id.
+    pub fn delete_segment(&self, id: &str) -> bool {
+        self.shared.state.lock().unwrap().rest.delete_segment(id)
     }
 
     /// Keeps user `id` in `/v2/users` but answers 404 for its own fetch
@@ -530,6 +554,13 @@ impl Shared {
         }
         if let Target::Segment(call) = target {
             return self.segment.respond(req, call, authorized, &self.bundles);
+        }
+        if let (Target::Rest(path), "DELETE") = (target, req.method.as_str()) {
+            if !authorized {
+                return Response::json(401, r#"{"code":"unauthorized"}"#);
+            }
+            let (status, body) = st.rest.delete(path);
+            return Response::json(status, body);
         }
         if req.method != "GET" {
             let mut r = Response::json(405, r#"{"code":"method_not_allowed"}"#);

@@ -1,7 +1,9 @@
 //! The demo server's REST resources: users (`/v2/users`), segments
-//! (`/segments/v1`) and the recording settings with their history
-//! (`/settings/recording/v1/...`), over synthetic data that tests can change
-//! while the server runs.
+//! (`/segments/v1`), webhook endpoints (`/webhooks/v1/endpoints`),
+//! operations (`/operations/v1`) and the recording settings of each platform
+//! with their history (`/settings/recording/v1/...?platform=`), over
+//! synthetic data that tests (and `DELETE` requests) can change while the
+//! server runs.
 
 use super::synth::escape_into;
 
@@ -15,14 +17,23 @@ pub const SETTINGS_PATHS: &[&str] = &[
     "targeting",
 ];
 
+/// The settings paths the synthetic data also has for mobile apps; the
+/// others answer 404 for `platform=mobile`, as for an account without them.
+pub const MOBILE_PATHS: &[&str] = &["blocking", "privacy", "features"];
+
 /// Everything the REST endpoints serve. Objects are JSON object text, sent
 /// exactly as held.
 #[derive(Clone, Debug, Default)]
 pub struct RestData {
     pub users: Vec<RestUser>,
     pub segments: Vec<String>,
-    /// Per settings path, its versions oldest first; the last is current.
+    /// Per settings path, its web versions oldest first; the last is current.
     pub settings: Vec<(String, Vec<String>)>,
+    /// The same for `platform=mobile`; a path not here answers 404.
+    pub mobile: Vec<(String, Vec<String>)>,
+    pub webhooks: Vec<String>,
+    /// Operations, oldest first; deleting a user adds one.
+    pub operations: Vec<String>,
     /// Items per page of every paged resource (FullStory's users come about
     /// 10 a page). 0 is treated as 1.
     pub page_size: usize,
@@ -110,13 +121,114 @@ pub fn synthetic_rest(users: usize, segments: usize, versions: usize) -> RestDat
             (path.to_string(), list)
         })
         .collect();
+    let mobile = MOBILE_PATHS
+        .iter()
+        .map(|path| {
+            let list = (0..versions.div_ceil(2))
+                .map(|v| mobile_version(path, v))
+                .collect();
+            (path.to_string(), list)
+        })
+        .collect();
+    let webhooks = (0..3).map(webhook).collect();
+    let operations = (0..4).map(operation).collect();
     RestData {
         users,
         segments,
         settings,
+        mobile,
+        webhooks,
+        operations,
         page_size: 10,
         deleted: Vec::new(),
     }
+}
+
+/// Webhook endpoint `i`, as `/webhooks/v1/endpoints` lists them.
+fn webhook(i: usize) -> String {
+    let url = format!("https://hooks.example.com/fullstory/{i}");
+    let id = base64_of(&url);
+    let types = match i % 3 {
+        0 => r#"[{"eventName":"note.created"}]"#.to_string(),
+        1 => r#"[{"eventName":"segment.trend.alert","subcategory":"seg-1"},{"eventName":"note.created"}]"#
+            .to_string(),
+        _ => "[]".to_string(),
+    };
+    format!(
+        r#"{{"id":{},"created":{},"modified":{},"enabled":{},"url":{},"eventTypes":{types}}}"#,
+        quoted(&id),
+        quoted(&rfc3339(T0 + i as i64 * 86_400)),
+        quoted(&rfc3339(T0 + i as i64 * 86_400 + 3600)),
+        i.is_multiple_of(2),
+        quoted(&url),
+    )
+}
+
+/// Operation `i` of the synthetic list: one of each state and kind.
+fn operation(i: usize) -> String {
+    let id = base64_of(&format!("bulky:{}", 5_749_563_331_706_880u64 + i as u64));
+    let created = quoted(&rfc3339(T0 + i as i64 * 600));
+    let finished = quoted(&rfc3339(T0 + i as i64 * 600 + 2));
+    match i % 4 {
+        0 => format!(
+            r#"{{"id":{},"type":"DELETE_USER","details":null,"results":null,"state":"COMPLETED","errorDetails":"","createdAt":{created},"finishedAt":{finished},"estimatePctComplete":100}}"#,
+            quoted(&id)
+        ),
+        1 => format!(
+            r#"{{"id":{},"type":"SEARCH_EXPORT","details":{{"segmentId":"everyone","type":"TYPE_EVENT"}},"results":{{"searchExportId":"se-{i}","expires":"2024-02-01T00:00:00Z"}},"state":"COMPLETED","errorDetails":"","createdAt":{created},"finishedAt":{finished},"estimatePctComplete":100}}"#,
+            quoted(&id)
+        ),
+        2 => format!(
+            r#"{{"id":{},"type":"DELETE_SESSION","state":"PENDING","createdAt":{created},"estimatePctComplete":10}}"#,
+            quoted(&id)
+        ),
+        _ => format!(
+            r#"{{"id":{},"type":"DELETE_SEGMENT_USERS","state":"FAILED","errorDetails":"segment not found","createdAt":{created},"finishedAt":{finished},"estimatePctComplete":0}}"#,
+            quoted(&id)
+        ),
+    }
+}
+
+/// Standard base64 of `text`, as FullStory's opaque ids look.
+fn base64_of(text: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Version `v` of the mobile settings at `path`, updated `v` hours and a
+/// half after [`T0`].
+fn mobile_version(path: &str, v: usize) -> String {
+    let body = match path {
+        "blocking" => format!(r#""blockedIps":[],"blockedUas":[],"blockedAppIds":["app-{v}"]"#),
+        "privacy" => {
+            format!(r#""elementBlocks":[{{"selector":".pin-{v}","type":"BLOCK_EXCLUDE"}}]"#)
+        }
+        _ => format!(
+            r#""enabled":{},"consoleWatcher":false,"ajaxWatcher":false,"resourceUploading":false,"recordingShutoff":false,"clientSideRageClick":true"#,
+            v.is_multiple_of(2)
+        ),
+    };
+    format!(
+        r#"{{{body},"metadata":{{"lastUpdated":{},"lastUpdatedBy":"ann@example.com","created":{},"createdBy":"ann@example.com"}}}}"#,
+        quoted(&rfc3339(T0 + 1800 + v as i64 * 3600)),
+        quoted(&rfc3339(T0 + 1800))
+    )
 }
 
 /// Version `v` of the settings at `path`, updated `v` hours after [`T0`].
@@ -158,6 +270,64 @@ impl RestData {
         true
     }
 
+    /// Adds a new current version of the mobile settings at `path`, an hour
+    /// after its last. Returns false for a path without mobile settings.
+    pub fn add_mobile_version(&mut self, path: &str) -> bool {
+        let Some((_, versions)) = self.mobile.iter_mut().find(|(p, _)| p == path) else {
+            return false;
+        };
+        let next = mobile_version(path, versions.len());
+        versions.push(next);
+        true
+    }
+
+    /// Deletes user `id` (as `DELETE /v2/users/{id}` does): gone from the
+    /// list and its own fetch, with a DELETE_USER operation to show for it.
+    /// False for an unknown id.
+    pub fn delete_user(&mut self, id: &str) -> bool {
+        let before = self.users.len();
+        self.users.retain(|u| u.id != id);
+        if self.users.len() == before {
+            return false;
+        }
+        let n = self.operations.len();
+        self.operations.push(format!(
+            r#"{{"id":{},"type":"DELETE_USER","details":{{"userId":{}}},"state":"COMPLETED","errorDetails":"","createdAt":{},"estimatePctComplete":100}}"#,
+            quoted(&base64_of(&format!("delete:{id}:{n}"))),
+            quoted(id),
+            quoted(&rfc3339(T0 + 86_400 * 30 + n as i64)),
+        ));
+        true
+    }
+
+    /// Deletes segment `id`. False for an unknown id.
+    pub fn delete_segment(&mut self, id: &str) -> bool {
+        let needle = format!(r#""id":{}"#, quoted(id));
+        let before = self.segments.len();
+        self.segments.retain(|s| !s.contains(&needle));
+        self.segments.len() != before
+    }
+
+    /// The answer to an authorized DELETE of `path`: a user or a segment.
+    pub(super) fn delete(&mut self, path: &str) -> (u16, Vec<u8>) {
+        let done = if let Some(id) = path.strip_prefix("/v2/users/") {
+            self.delete_user(&super::http::percent_decode(id))
+        } else if let Some(id) = path.strip_prefix("/segments/v1/") {
+            self.delete_segment(&super::http::percent_decode(id))
+        } else {
+            return (
+                405,
+                br#"{"code":"method_not_allowed","message":"only users and segments are deleted"}"#
+                    .to_vec(),
+            );
+        };
+        if done {
+            (200, b"{}".to_vec())
+        } else {
+            not_found()
+        }
+    }
+
     /// Keeps the user `id` in the list but answers 404 for its own fetch
     /// from now on. Returns false for an id that is not listed.
     pub fn delete_after_list(&mut self, id: &str) -> bool {
@@ -175,6 +345,9 @@ impl RestData {
         path == "/v2/users"
             || path.starts_with("/v2/users/")
             || path == "/segments/v1"
+            || (path.starts_with("/segments/v1/") && path != "/segments/v1/exports")
+            || path == "/webhooks/v1/endpoints"
+            || path == "/operations/v1"
             || path.starts_with("/settings/recording/v1/")
     }
 
@@ -212,21 +385,27 @@ impl RestData {
                 None => not_found(),
             };
         }
-        if path == "/segments/v1" {
+        let v1_list = |key: &str, all: &[String]| {
             let from = match token(param("paginationToken")) {
                 Ok(from) => from,
                 Err(resp) => return resp,
             };
-            let limit = limit(&param, page);
-            let items: Vec<&str> = self.segments.iter().map(String::as_str).collect();
-            let (list, next) = slice(&items, from, limit);
+            let items: Vec<&str> = all.iter().map(String::as_str).collect();
+            let (list, next) = slice(&items, from, limit(&param, page));
             let next = next
                 .map(|n| format!(r#","nextPaginationToken":"{n}""#))
                 .unwrap_or_default();
-            return (
-                200,
-                format!(r#"{{"segments":[{list}]{next}}}"#).into_bytes(),
-            );
+            (200, format!(r#"{{"{key}":[{list}]{next}}}"#).into_bytes())
+        };
+        match path {
+            "/segments/v1" => return v1_list("segments", &self.segments),
+            "/webhooks/v1/endpoints" => return v1_list("endpoints", &self.webhooks),
+            // Newest first.
+            "/operations/v1" => {
+                let newest: Vec<String> = self.operations.iter().rev().cloned().collect();
+                return v1_list("operations", &newest);
+            }
+            _ => {}
         }
         let Some(rest) = path.strip_prefix("/settings/recording/v1/") else {
             return not_found();
@@ -235,7 +414,18 @@ impl RestData {
             Some(name) => (name, true),
             None => (rest, false),
         };
-        let Some((_, versions)) = self.settings.iter().find(|(p, _)| p == name) else {
+        let platform = match param("platform").as_deref() {
+            None | Some("web") => &self.settings,
+            Some("mobile") => &self.mobile,
+            Some(_) => {
+                return (
+                    400,
+                    br#"{"message":"platform must be web or mobile","code":"invalid_argument"}"#
+                        .to_vec(),
+                );
+            }
+        };
+        let Some((_, versions)) = platform.iter().find(|(p, _)| p == name) else {
             return not_found();
         };
         if !history {

@@ -9,6 +9,7 @@ mod rest;
 mod resume;
 mod segment;
 mod support;
+mod versions;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -922,3 +922,64 @@ fn a_404_on_the_user_list_still_stops_the_run() {
         "no user is fetched without a list"
     );
 }
+
+#[test]
+fn a_platform_with_nothing_is_no_record_and_a_missing_web_setting_still_stops() {
+    // Mobile geo settings that are an empty object, mobile domain ones that
+    // are null, and a mobile history with no versions.
+    let mut rest = synthetic_rest(2, 2, 3);
+    rest.mobile.push(("geo".into(), vec!["{}".into()]));
+    rest.mobile.push(("domain".into(), vec!["null".into()]));
+    rest.mobile.push(("targeting".into(), Vec::new()));
+    let srv = Server::start(ServerOptions {
+        api_key: KEY.to_string(),
+        rest,
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&[
+            "geo_settings",
+            "domain_settings",
+            "target_rule_history",
+        ]))
+        .run()
+        .success();
+    let records = by_stream(&run);
+    for name in ["geo_settings", "domain_settings"] {
+        assert_eq!(records[name].len(), 1, "{name}");
+        assert_eq!(records[name][0]["platform"], "web");
+    }
+    assert!(
+        records["target_rule_history"]
+            .iter()
+            .all(|r| r["platform"] == "web")
+    );
+    // Bookmarks for the web only.
+    let state = run.last_state();
+    assert!(
+        state["bookmarks"]["geo_settings"]
+            .get("platforms")
+            .is_none()
+    );
+    assert!(run.stderr.contains("the answer is empty"), "{}", run.stderr);
+
+    // The web's own settings missing is a wrong api_url, not an account
+    // without a platform.
+    srv.push_fault(
+        Route::Path("/settings/recording/v1/geo".into()),
+        Fault::Status {
+            code: 404,
+            headers: Vec::new(),
+            body: br#"{"code":"not_found"}"#.to_vec(),
+        },
+    );
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["geo_settings"]))
+        .run()
+        .failure(1);
+    assert!(run.last_log().contains("api_url"), "{}", run.last_log());
+    assert!(run.records().is_empty());
+}

@@ -36,6 +36,11 @@
 #      killed with SIGKILL once three windows are written, then resumed from
 #      the STATE the target echoed: the exports named are polled, not made
 #      again, and every event of the range is one row.
+#  13. the Python package: `pip install <checkout>` into a fresh venv puts
+#      tap-fullstory on its PATH, and a Meltano project whose extractor has
+#      only a `pip_url` (the wheel `pip wheel` built) runs into target-postgres
+#      twice; a user and a segment deleted on the demo server in between are
+#      marked deleted by the second run (ACTIVATE_VERSION), the rest not.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -158,9 +163,14 @@ count_events "$run/resume" >/dev/null || fail "interrupted + resumed runs did no
 say "   first run loaded $partial events before SIGTERM; the resumed run loaded the rest"
 
 say "4. meltano run tap-fullstory target-jsonl, twice"
+# The example project installs the tap from its pip_url (step 13 does);
+# these steps run the binary just built instead.
+example="$run/example-meltano.yml"
+sed 's#^    pip_url: \.\.$#    executable: tap-fullstory#' examples/meltano.yml >"$example"
+grep -q '^    executable: tap-fullstory$' "$example" || fail "examples/meltano.yml: no 'pip_url: ..' line for the tap"
 project="$run/meltano"
 mkdir -p "$project/output"
-sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" examples/meltano.yml >"$project/meltano.yml"
+sed "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" "$example" >"$project/meltano.yml"
 # A second extractor with Singer select patterns, for step 6.
 "$py" - "$project/meltano.yml" <<'PY'
 import sys
@@ -257,10 +267,12 @@ got_max=$(sql 'select count(*) from fullstory.events e, unnest(array[e."UserId",
 [ "$want_max" -gt 0 ] && [ "$got_max" = "$want_max" ] || fail "64-bit IDs: $got_max values of 2^63-1 in PostgreSQL, $want_max in the stream"
 
 say "6. every stream selected: singer-check-tap, target-jsonl, target-postgres; meltano select"
-# The demo server's REST data: 25 users (3 pages), 23 segments, and 6
-# settings objects with 12 versions each.
-users=25 segments=23 versions=12
-rest_records=$((users * 2 + segments + 6 + 6 * versions))
+# The demo server's REST data: 25 users (3 pages), 23 segments, 3 webhook
+# endpoints, 4 operations, 6 web settings objects with 12 versions each,
+# and 3 of them for mobile apps too, with 6 versions each (the other 3
+# answer 404 for mobile).
+users=25 segments=23 versions=12 mobile_versions=6
+rest_records=$((users * 2 + segments + 3 + 4 + 6 + 6 * versions + 3 + 3 * mobile_versions))
 tap-fullstory --config "$run/config.json" --discover \
   | "$py" -c 'import json, sys
 c = json.load(sys.stdin)
@@ -292,8 +304,12 @@ tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6
 [ "$(count_rest "$run/all-jsonl" users id)" = "$users" ] || fail "target-jsonl: users not each loaded once"
 [ "$(count_rest "$run/all-jsonl" user id)" = "$users" ] || fail "target-jsonl: user not each loaded once"
 [ "$(count_rest "$run/all-jsonl" segments id)" = "$segments" ] || fail "target-jsonl: segments not each loaded once"
+[ "$(count_rest "$run/all-jsonl" webhook_endpoints id)" = 3 ] || fail "target-jsonl: webhook_endpoints not each loaded once"
+[ "$(count_rest "$run/all-jsonl" operations id)" = 4 ] || fail "target-jsonl: operations not each loaded once"
 for s in block_rules_history domain_settings_history geo_settings_history privacy_settings_history recording_features_history target_rule_history; do
-  [ "$(count_rest "$run/all-jsonl" "$s" created createdBy lastUpdated)" = "$versions" ] || fail "target-jsonl: $s not each version once"
+  want=$versions
+  case $s in block_rules_history|privacy_settings_history|recording_features_history) want=$((versions + mobile_versions)) ;; esac
+  [ "$(count_rest "$run/all-jsonl" "$s" created createdBy lastUpdated platform)" = "$want" ] || fail "target-jsonl: $s not each version of each platform once"
 done
 sed 's/"fullstory"/"fullstory_rest"/' "$run/postgres.json" >"$run/postgres6.json"
 tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6c.log" \
@@ -301,15 +317,15 @@ tap-fullstory --config "$run/config.json" --catalog "$run/all.json" 2>"$run/tap6
   || fail "tap | target-postgres with every stream: $(tail -3 "$run/postgres-6.log")"
 rows=$(sql 'select count(*), count(distinct id) from fullstory_rest.users')
 [ "$rows" = "$users|$users" ] || fail "PostgreSQL users: $rows rows|ids, expected $users|$users"
-rows=$(sql 'select count(*) from fullstory_rest.block_rules_history')
-[ "$rows" = "$versions" ] || fail "PostgreSQL block_rules_history: $rows rows, expected $versions"
+rows=$(sql "select count(*) filter (where platform = 'web') || '|' || count(*) filter (where platform = 'mobile') from fullstory_rest.block_rules_history")
+[ "$rows" = "$versions|$mobile_versions" ] || fail "PostgreSQL block_rules_history: $rows web|mobile rows, expected $versions|$mobile_versions"
 (
   cd "$project"
   export PATH="$work/venv-meltano/bin:$PATH" MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
   export TAP_FULLSTORY_API_KEY=demo-key
   meltano run tap-fullstory-rest target-jsonl >"$run/meltano3.log" 2>&1 || fail "meltano run tap-fullstory-rest: $(tail -5 "$run/meltano3.log")"
   [ "$(count_rest output users id)" = "$users" ] || fail "meltano select: users not each loaded once"
-  [ "$(count_rest output block_rules_history created createdBy lastUpdated)" = "$versions" ] || fail "meltano select: block_rules_history"
+  [ "$(count_rest output block_rules_history created createdBy lastUpdated platform)" = "$((versions + mobile_versions))" ] || fail "meltano select: block_rules_history"
   if ls output/segments-*.jsonl >/dev/null 2>&1; then fail "meltano select: segments synced though not selected"; fi
 )
 
@@ -347,7 +363,7 @@ say "8. meltano run with source segment_export, twice"
 project8="$run/meltano-segment"
 mkdir -p "$project8/output"
 sed -e "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" -e 's#^    - events\.\*$#    - events.*\n    - individuals.*#' \
-  examples/meltano.yml >"$project8/meltano.yml"
+  "$example" >"$project8/meltano.yml"
 grep -q 'individuals' "$project8/meltano.yml" || fail "step 8: could not add individuals.* to the select rules"
 (
   cd "$project8"
@@ -419,7 +435,7 @@ say "   $load_total events: RECORD load ${load_secs[records]} s, BATCH load ${lo
 say "10. meltano run with batch_config into target-postgres, twice"
 project10="$run/meltano-batch"
 rm -rf "$project10" "$run/batch10" && mkdir -p "$project10" "$run/batch10"
-"$py" - examples/meltano.yml "$project10/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
+"$py" - "$example" "$project10/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
 import sys
 src, dst, port, target, pgport = sys.argv[1:]
 text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
@@ -458,7 +474,7 @@ say "   $total events through Meltano as $files BATCH files, once each; the seco
 say "11. custom property columns: meltano run into target-postgres, twice; types and values"
 project11="$run/meltano-props"
 rm -rf "$project11" && mkdir -p "$project11"
-"$py" - examples/meltano.yml "$project11/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
+"$py" - "$example" "$project11/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
 import sys
 src, dst, port, target, pgport = sys.argv[1:]
 text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
@@ -628,4 +644,72 @@ rows=$(sql 'select count(*), count(distinct "EventKey") from segment_kill.events
 [ "$rows" = "$want|$want" ] || fail "step 12: the table holds $rows rows|keys, expected $want|$want"
 say "   killed with $in_flight exports in flight after $partial rows; resumed them ($resumed polled, none made again): $want events once"
 
-echo "e2e: 12 passed, 0 failed"
+say "13. the wheel: pip install into a fresh venv; Meltano with only a pip_url; deletions reach PostgreSQL"
+# `pip install <checkout>` is a PEP 517 build (maturin, from pyproject.toml);
+# `pip wheel` makes the wheel a Meltano project installs from its pip_url.
+rm -rf "$run/venv-tap" "$run/wheels"
+python3 -m venv "$run/venv-tap"
+"$run/venv-tap/bin/python" -m pip install --quiet --disable-pip-version-check "$root" >"$run/pip-install.log" 2>&1 \
+  || fail "pip install of the checkout: $(tail -5 "$run/pip-install.log")"
+[ -x "$run/venv-tap/bin/tap-fullstory" ] || fail "pip install put no tap-fullstory in the venv's bin"
+[ "$("$run/venv-tap/bin/tap-fullstory" --version)" = "$(tap-fullstory --version)" ] \
+  || fail "the pip-installed tap says $("$run/venv-tap/bin/tap-fullstory" --version)"
+"$run/venv-tap/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$run/wheels" "$root" >"$run/pip-wheel.log" 2>&1 \
+  || fail "pip wheel: $(tail -5 "$run/pip-wheel.log")"
+wheel=$(ls "$run"/wheels/tap_fullstory-*.whl)
+"$py" -m zipfile -l "$wheel" | grep -q 'tap_fullstory-[^/]*\.data/scripts/tap-fullstory ' \
+  || fail "the wheel holds no tap-fullstory script: $("$py" -m zipfile -l "$wheel")"
+project13="$run/meltano-wheel"
+rm -rf "$project13" && mkdir -p "$project13"
+gone_user=9007199254740999 gone_segment=seg-5
+"$py" - examples/meltano.yml "$project13/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" "$wheel" <<'PY'
+import sys
+src, dst, port, target, pgport, wheel = sys.argv[1:]
+text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
+if "    pip_url: ..\n" not in text or "executable: tap-fullstory" in text:
+    sys.exit("examples/meltano.yml: the tap should have `pip_url: ..` and no executable")
+text = text.replace("    pip_url: ..\n", f"    pip_url: {wheel}\n")
+text = text.replace("    select:\n    - events.*\n", "    select:\n    - users.*\n    - segments.*\n")
+loader = f"""  - name: target-postgres
+    namespace: target_postgres
+    executable: {target}
+    config:
+      host: 127.0.0.1
+      port: {pgport}
+      user: postgres
+      password: unused
+      database: postgres
+      default_target_schema: meltano_wheel
+"""
+text = text.replace("  loaders:\n", "  loaders:\n" + loader, 1)
+open(dst, "w").write(text)
+PY
+grep -q -- '- segments\.\*' "$project13/meltano.yml" || fail "step 13: could not select users and segments"
+(
+  cd "$project13"
+  # Only the venv Meltano makes from the pip_url has a tap-fullstory.
+  export PATH="$work/venv-meltano/bin:$(printf '%s' "$PATH" | tr ':' '\n' | grep -vx "$root/target/release" | paste -sd:)"
+  export MELTANO_SEND_ANONYMOUS_USAGE_STATS=false TAP_FULLSTORY_API_KEY=demo-key
+  ! command -v tap-fullstory >/dev/null || fail "step 13: a tap-fullstory is on PATH: $(command -v tap-fullstory)"
+  meltano install >"$run/meltano13-install.log" 2>&1 || fail "meltano install (pip_url wheel): $(tail -5 "$run/meltano13-install.log")"
+  [ -x .meltano/extractors/tap-fullstory/venv/bin/tap-fullstory ] || fail "meltano install put no tap-fullstory in the extractor's venv"
+  meltano run tap-fullstory target-postgres >"$run/meltano13-1.log" 2>&1 \
+    || fail "meltano run 1 (pip_url wheel): $(tail -5 "$run/meltano13-1.log")"
+  "$py" - "$port" "$gone_user" "$gone_segment" <<'PY' || fail "step 13: could not delete on the demo server"
+import sys, urllib.request
+port, user, segment = sys.argv[1:]
+for path in (f"/v2/users/{user}", f"/segments/v1/{segment}"):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="DELETE", headers={"Authorization": "Basic demo-key"})
+    urllib.request.urlopen(req).read()
+PY
+  meltano run tap-fullstory target-postgres >"$run/meltano13-2.log" 2>&1 \
+    || fail "meltano run 2 (pip_url wheel): $(tail -5 "$run/meltano13-2.log")"
+)
+for check in "users id $users $gone_user" "segments id $segments $gone_segment"; do
+  read -r table key want gone <<<"$check"
+  got=$(sql "select count(*) || '|' || count(*) filter (where _sdc_deleted_at is not null) || '|' || coalesce(string_agg($key, ',') filter (where _sdc_deleted_at is not null), '') from meltano_wheel.$table")
+  [ "$got" = "$want|1|$gone" ] || fail "step 13: $table rows|marked deleted|ids marked: $got, expected $want|1|$gone"
+done
+say "   pip-installed $(basename "$wheel"); after a user and a segment were deleted, run 2 marked exactly those two in PostgreSQL"
+
+echo "e2e: 13 passed, 0 failed"

@@ -16,8 +16,7 @@ pub(crate) const CAPABILITIES: &[&str] = &[
     "activate-version",
 ];
 
-const DESCRIPTION: &str =
-    "Singer tap for FullStory events and individuals (Data Export bundles or Segment Export)";
+const DESCRIPTION: &str = "Singer tap for FullStory: events and individuals (Data Export bundles or Segment Export), users, segments, webhook endpoints, operations and recording settings";
 
 /// Output formats of `--about`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

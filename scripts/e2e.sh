@@ -17,7 +17,7 @@
 #      patterns syncs just the streams they name;
 #   7. source segment_export through target-jsonl, continuing from a bundle
 #      run's STATE: the same EventKeys as the bundles, none missing or twice,
-#      and the individuals stream beside it;
+#      and the individuals stream beside it; singer-check-tap passes on both;
 #   8. `meltano run` twice with source segment_export (settings from
 #      TAP_FULLSTORY_* variables, select rules naming events and
 #      individuals): every event in the range once, individuals beside them.
@@ -342,6 +342,15 @@ tap-fullstory --config "$run/config.json" --config <(echo '{"end_date": "2024-01
 tap-fullstory --config "$run/config.json" --config "$run/segment.json" --state <(tail -1 "$run/state7a.json") 2>"$run/tap7b.log" \
   | "$work/venv-singer/bin/target-jsonl" --config "$run/target7.json" >"$run/state7b.json" \
   || fail "tap (segment_export) | target-jsonl failed: $(tail -2 "$run/tap7b.log")"
+# singer-check-tap on the Segment Export streams, individuals included.
+echo '{"streams": [{"tap_stream_id": "events", "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]},
+ {"tap_stream_id": "individuals", "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}]}' >"$run/segment-streams.json"
+tap-fullstory --config "$run/config.json" --config "$run/segment.json" --config <(echo '{"end_date": "2024-01-02T00:00:00Z"}') \
+  --catalog "$run/segment-streams.json" 2>"$run/tap7c.log" \
+  | "$work/venv-singer/bin/singer-check-tap" >"$run/check7.txt" 2>&1 \
+  || fail "singer-check-tap rejected the Segment Export output: $(tail -20 "$run/check7.txt")"
+grep -q "The output is valid" "$run/check7.txt" || fail "singer-check-tap (segment_export): $(cat "$run/check7.txt")"
+grep -q "individuals" "$run/check7.txt" || fail "singer-check-tap saw no individuals: $(cat "$run/check7.txt")"
 "$py" - "$run/jsonl" "$run/segment" "$run/state7b.json" <<'PY' || fail "segment export e2e check"
 import glob, json, sys
 def rows(d, stream):

@@ -69,7 +69,8 @@ pub(crate) async fn sync<W: Write>(
                 stream.sync(source, &mut state, out).await?;
             }
             Backend::Rest(resource) => {
-                let source = Rest::new(client, retry, def, resource);
+                let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let source = Rest::new(client, retry, def, resource, spool_dir);
                 stream.sync(source, &mut state, out).await?;
             }
         }

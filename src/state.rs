@@ -145,6 +145,14 @@ impl State {
     fn check_not_future(&self, now: DateTime<Utc>) -> std::result::Result<(), String> {
         let limit = now + chrono::Duration::seconds(CLOCK_SKEW_SECS);
         for (stream, bookmark) in &self.bookmarks {
+            if let Bookmark::Updated(marks) = bookmark
+                && let Some((platform, mark)) = marks.0.iter().find(|(_, m)| m.at > limit)
+            {
+                return Err(format!(
+                    "the '{}' bookmark of the {platform} platform, lastUpdated {}, is in the future: no version could ever be newer, so none would be written again; set it back to the newest version synced, or remove it",
+                    stream.name, mark.text
+                ));
+            }
             match bookmark.done_until() {
                 Some(end) if end > limit => {
                     return Err(format!(
@@ -268,7 +276,9 @@ impl State {
                 map.insert(stream.name.to_string(), entry);
             }
         }
-        out.entry("currently_syncing").or_insert(Value::Null);
+        // Streams are synced one after another, each STATE written between
+        // units: none is ever mid-way when one is written.
+        out.insert("currently_syncing".into(), Value::Null);
         Value::Object(out)
     }
 }
@@ -743,6 +753,10 @@ mod tests {
         );
         let out = state.to_value();
         assert_eq!(out["extra"], json!(true));
+        // A finished run is never mid-way through a stream, whatever the
+        // input said.
+        let mid = parse(json!({"currently_syncing": "users"})).unwrap();
+        assert_eq!(mid.to_value()["currently_syncing"], Value::Null);
         assert_eq!(out["bookmarks"]["other"], json!({"x": 1}));
         assert!(out.get("events").is_none());
     }
@@ -851,6 +865,18 @@ mod tests {
                 .text,
             "2024-01-01T02:00:00Z"
         );
+
+        // A bookmark in the future is refused, as for bundles.
+        let now = parse_datetime("2026-01-01T00:00:00Z").unwrap();
+        let future = parse(json!({"bookmarks": {"block_rules_history": {
+            "platforms": {"mobile": {"lastUpdated": "9999-01-01T00:00:00Z"}}}}}))
+        .unwrap();
+        let err = future.check_not_future(now).unwrap_err();
+        assert!(
+            err.contains("block_rules_history") && err.contains("mobile") && err.contains("future"),
+            "{err}"
+        );
+        assert!(old.check_not_future(now).is_ok());
 
         for bad in [
             json!({"platforms": []}),

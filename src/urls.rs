@@ -16,6 +16,18 @@ pub(crate) fn url_escape(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, URL_KEEP).to_string()
 }
 
+/// An id escaped as one URL path segment. An id that is empty, `.` or `..`
+/// is refused: it would address the path's parent or itself, and no
+/// escaping helps, as URL parsers read `%2E` as a dot there too.
+pub(crate) fn path_segment(id: &str) -> Result<String, String> {
+    if matches!(id, "" | "." | "..") {
+        return Err(format!(
+            "the id {id:?} cannot be put in a URL path: it would address another resource"
+        ));
+    }
+    Ok(url_escape(id))
+}
+
 /// Whether a URL points at this machine (127.0.0.0/8, ::1, localhost).
 pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
@@ -35,6 +47,25 @@ mod tests {
         assert_eq!(url_escape("156314880048"), "156314880048");
         assert_eq!(url_escape("a b&c"), "a%20b%26c");
         assert_eq!(url_escape("a+b/="), "a%2Bb%2F%3D");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_paths() {
+        for bad in ["", ".", ".."] {
+            assert!(path_segment(bad).is_err(), "{bad:?}");
+        }
+        for (id, want) in [
+            ("...", "..."),
+            (".a", ".a"),
+            ("a/..", "a%2F.."),
+            ("%2e", "%252e"),
+        ] {
+            let seg = path_segment(id).unwrap();
+            assert_eq!(seg, want);
+            // Parsed as a URL, the segment stays where it was put.
+            let url = Url::parse(&format!("http://h/operations/v1/{seg}")).unwrap();
+            assert_eq!(url.path(), format!("/operations/v1/{want}"));
+        }
     }
 
     #[test]

@@ -15,7 +15,8 @@ use crate::read::{Format, ReadError, ReadStats, read_events_as};
 use crate::record::{ShapeError, Shaper};
 use crate::spool::{CHUNK, Spool, SpoolMeter, SpoolTarget, SpoolWriter};
 use crate::state::LastUpdated;
-use crate::time::parse_datetime;
+use crate::time::{CLOCK_SKEW_SECS, parse_datetime};
+use chrono::{DateTime, Utc};
 
 /// Why spooling failed.
 #[derive(Debug)]
@@ -62,6 +63,12 @@ pub(crate) struct Watermark {
     after: Option<LastUpdated>,
     newest: Option<LastUpdated>,
     warned: bool,
+    /// Values later than this (now, give or take clock skew) are written
+    /// but never become the bookmark: one absurd date would stop every
+    /// later version from being written.
+    limit: DateTime<Utc>,
+    /// Records whose value was past `limit`.
+    future: u64,
 }
 
 impl Watermark {
@@ -72,7 +79,23 @@ impl Watermark {
             after,
             newest: None,
             warned: false,
+            limit: Utc::now() + chrono::Duration::seconds(CLOCK_SKEW_SECS),
+            future: 0,
         }
+    }
+
+    /// The newest value to bookmark, saying once how many were too far in
+    /// the future to count.
+    fn finish(self) -> Option<LastUpdated> {
+        if self.future > 0 {
+            tracing::warn!(
+                "{} records have a {} in the future (after {}); they are written, but the bookmark does not move past now, so they are written again each run until the date comes",
+                self.future,
+                self.field,
+                crate::time::format_rfc3339(self.limit),
+            );
+        }
+        self.newest
     }
 
     /// The field the watermark reads.
@@ -88,6 +111,10 @@ impl Watermark {
             Some((text, at)) => {
                 if self.after.as_ref().is_some_and(|b| at <= b.at) {
                     return false;
+                }
+                if at > self.limit {
+                    self.future += 1;
+                    return true;
                 }
                 if self.newest.as_ref().is_none_or(|n| at > n.at) {
                     self.newest = Some(LastUpdated { at, text });
@@ -137,6 +164,9 @@ pub(crate) fn spool_unit(
             let before = chunk.len();
             shape_onto(&mut shaper, event, raw_records, &mut line, &mut chunk)
                 .map_err(SinkError::Shape)?;
+            if chunk.len() == before {
+                return Ok(());
+            }
             if let Some(mark) = &mut watermark
                 && !mark.admit(shaper.captured())
             {
@@ -189,7 +219,7 @@ pub(crate) fn spool_unit(
                 Tally {
                     records,
                     json_bytes: stats.json_bytes,
-                    newest: watermark.and_then(|w| w.newest),
+                    newest: watermark.and_then(Watermark::finish),
                     columns,
                 },
             )),
@@ -218,8 +248,11 @@ pub(crate) fn shape_onto(
     if raw {
         line.clear();
         shaper.shape(event, line)?;
-        chunk.extend_from_slice(shaper.record_of(line));
-        chunk.push(b'\n');
+        // Nothing written: the shaper left the record out.
+        if !line.is_empty() {
+            chunk.extend_from_slice(shaper.record_of(line));
+            chunk.push(b'\n');
+        }
         Ok(())
     } else {
         shaper.shape(event, chunk)
@@ -377,6 +410,15 @@ mod tests {
         assert_eq!(ns, [1, 3, 4, 5]);
         assert_eq!(tally.records, 4);
         assert_eq!(tally.newest.unwrap().text, "2024-01-03T00:00:00.5Z");
+
+        // A version from year 9999 is written, but does not become the
+        // bookmark, or no later version would ever be written.
+        let future = br#"[{"lastUpdated":"9999-01-01T00:00:00Z","n":1},
+            {"lastUpdated":"2024-01-02T00:00:00Z","n":2}]"#;
+        let mark = Watermark::new("lastUpdated", None);
+        let (tally, _) = spool(&schema, future, Format::JsonArray, Some(mark)).unwrap();
+        assert_eq!(tally.records, 2);
+        assert_eq!(tally.newest.unwrap().text, "2024-01-02T00:00:00Z");
 
         let (tally, _) = spool(&schema, body, Format::JsonArray, None).unwrap();
         assert_eq!(tally.records, 5);

@@ -98,6 +98,13 @@ pub struct Shaper {
     columns: Option<Columns>,
     /// Custom properties the catalog leaves out.
     deselected: BTreeSet<String>,
+    /// The slot of the stream's one natural key property (`IndvId`, `id`),
+    /// which every record must have.
+    natural_key: Option<usize>,
+    /// Whether the event being shaped gave a usable natural key.
+    key_given: bool,
+    /// The first event of this unit left out for want of it, as text.
+    keyless_example: Option<String>,
 }
 
 /// What this unit needed changed so targets can load it; reported once
@@ -115,6 +122,8 @@ pub struct Counts {
     /// Custom property values not of their property's type, kept in
     /// `ExtraFields`.
     pub misfits: u64,
+    /// Records left out for want of a usable key property.
+    pub keyless: u64,
 }
 
 const PREFIX: &[u8] = br#"{"type":"RECORD","stream":""#;
@@ -165,7 +174,13 @@ impl Shaper {
             captured: None,
             columns: None,
             deselected: selection.deselected_properties().clone(),
+            natural_key: None,
+            key_given: false,
+            keyless_example: None,
         };
+        if let (None, [key]) = (&stream.derived_key, stream.key_properties) {
+            shaper.natural_key = shaper.by_name.find(key).ok();
+        }
         shaper.start_unit(Utc::now());
         shaper
     }
@@ -222,6 +237,7 @@ impl Shaper {
         }
         self.events = 0;
         self.counts = Counts::default();
+        self.keyless_example = None;
         self.suffix.clear();
         self.suffix.push(b'}');
         if let Some(version) = self.version {
@@ -270,10 +286,20 @@ impl Shaper {
                 c.too_deep
             );
         }
+        if c.keyless > 0 {
+            let key = self.natural_key.map_or("", |k| self.slots[k].name.as_str());
+            tracing::warn!(
+                "{} records in this {noun} have no usable {key} (their key property) and are left out, as a target could not tell them apart; the first: {}",
+                c.keyless,
+                self.keyless_example.take().unwrap_or_default()
+            );
+        }
         c
     }
 
-    /// Appends the RECORD line for one event (a JSON object) to `out`.
+    /// Appends the RECORD line for one event (a JSON object) to `out`, or
+    /// nothing for a record left out for want of its key property (counted,
+    /// and warned about by [`Shaper::finish_unit`]).
     pub fn shape(&mut self, event: &[u8], out: &mut Vec<u8>) -> Result<(), ShapeError> {
         // A lone surrogate escape is valid JSON but no UTF-8 store takes it:
         // swap each for the escape of U+FFFD, the same length, so every other
@@ -331,6 +357,14 @@ impl Shaper {
             out.truncate(start);
             return Err(json_error(self.events, text, &e));
         }
+        if self.natural_key.is_some() && !self.key_given {
+            out.truncate(start);
+            self.counts.keyless += 1;
+            if self.keyless_example.is_none() {
+                self.keyless_example = Some(crate::redact::snippet(text.as_bytes()));
+            }
+            return Ok(());
+        }
 
         if !self.extras.is_empty() && self.extra_selected {
             if out.len() > self.fields_at {
@@ -380,6 +414,7 @@ impl Shaper {
         self.extras.clear();
         self.seen_slots.fill(0);
         self.duplicate = false;
+        self.key_given = false;
     }
 
     /// Shapes the fields of `text` into `out`; with `keep`, only the pairs
@@ -454,6 +489,27 @@ impl Shaper {
         } else if let Some(id) = slot.stand_in_for {
             self.key.note_stand_in(id, value);
         }
+        if Some(idx) == self.natural_key {
+            let kind = slot.kind;
+            self.key_given = value != b"null" && fits(kind, value);
+            if !self.key_given {
+                // The key sent as the other of a number or a string of
+                // its digits: the same key, written as its type.
+                if let Some(digits) = key_digits(kind, value) {
+                    self.key_given = true;
+                    let written = match kind {
+                        FieldKind::Integer => self.write_field(key, digits, out),
+                        _ => {
+                            let quoted = [b"\"", digits, b"\""].concat();
+                            self.write_field(key, &quoted, out)
+                        }
+                    };
+                    debug_assert!(written);
+                }
+                return;
+            }
+        }
+        let slot = &mut self.slots[idx];
         if !slot.selected {
             return;
         }
@@ -524,6 +580,21 @@ impl Shaper {
     }
 }
 
+/// The digits of a key given as the other of a JSON number and a string:
+/// a string of an integer's digits for an integer key (that fits `i64`), a
+/// whole number for a string key.
+fn key_digits(kind: FieldKind, value: &[u8]) -> Option<&[u8]> {
+    let digits = match (kind, value.first()?) {
+        (FieldKind::Integer, b'"') if value.len() >= 3 => &value[1..value.len() - 1],
+        (FieldKind::String, b'-' | b'0'..=b'9') => value,
+        _ => return None,
+    };
+    let body = digits.strip_prefix(b"-").unwrap_or(digits);
+    let whole = !body.is_empty() && body.iter().all(u8::is_ascii_digit);
+    let fits = kind != FieldKind::Integer || values::integer_fits(digits);
+    (whole && fits).then_some(digits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,16 +615,40 @@ mod tests {
                 r#"{"IndvId":9223372036854775807,"NumEvents":3,"user_plan_str":"pro"}"#,
                 r#""record":{"IndvId":9223372036854775807,"NumEvents":3,"ExtraFields":{"user_plan_str":"pro"}}"#,
             ),
+            // A key sent as a string of its digits is the same key.
             (
-                r#"{"user_x_str":"a"}"#,
-                r#""record":{"ExtraFields":{"user_x_str":"a"}}"#,
+                r#"{"NumEvents":1,"IndvId":"-9223372036854775808"}"#,
+                r#""record":{"NumEvents":1,"IndvId":-9223372036854775808}"#,
             ),
-            ("{}", r#""record":{}"#),
         ] {
             let (line, _) = shape(&mut s, row);
             assert!(line.contains(want), "{line}");
             assert!(!line.contains("EventKey"));
         }
+        // No key, or one that is no integer: the record is left out.
+        for row in [
+            r#"{"user_x_str":"a"}"#,
+            "{}",
+            r#"{"IndvId":null}"#,
+            r#"{"IndvId":"12a"}"#,
+            r#"{"IndvId":"9223372036854775808"}"#,
+            r#"{"IndvId":1.5}"#,
+            r#"{"IndvId":""}"#,
+        ] {
+            let mut out = Vec::new();
+            s.shape(row.as_bytes(), &mut out).unwrap();
+            assert!(out.is_empty(), "{row}: {}", String::from_utf8_lossy(&out));
+        }
+        assert_eq!(s.finish_unit("window").keyless, 7);
+
+        // A string key sent as a number keeps its digits, as a string.
+        let users = Schema::of(&crate::stream::rest::USERS);
+        let mut s = Shaper::new(&users, &Selection::all(&users));
+        let (line, _) = shape(&mut s, r#"{"id":9007199254740993,"uid":"u"}"#);
+        assert!(
+            line.contains(r#""record":{"id":"9007199254740993","uid":"u"}"#),
+            "{line}"
+        );
     }
 
     pub(super) fn shape(s: &mut Shaper, event: &str) -> (String, Value) {

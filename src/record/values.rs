@@ -45,7 +45,7 @@ pub const MAX_DEPTH: usize = 64;
 /// Whether an integer's text fits in an `i64`. Out of that range is what a
 /// target cannot hold: a Postgres `bigint` and a Java `long` are signed 64-bit,
 /// so `u64` values above `i64::MAX` do not fit either.
-fn integer_fits(text: &[u8]) -> bool {
+pub(super) fn integer_fits(text: &[u8]) -> bool {
     // The text is a valid JSON integer (no leading zeros), so below nineteen
     // digits it fits, above it does not, and at nineteen comparing digits
     // compares values. This runs for every id of every event.

@@ -5,8 +5,11 @@
 //! pipeline like a bundle's, and are written (with the STATE that covers
 //! them) only once every page has been read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,9 +25,12 @@ use crate::http::retry::Retry;
 use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::read::Format;
 use crate::redact;
+use crate::spool::{CHUNK, create_spool};
 use crate::state::{Bookmark, LastUpdated, PlatformMarks};
-use crate::stream::{PLATFORM_FIELD, PLATFORMS, Paging, Reading, Resource, StreamDef, WEB};
-use crate::urls::url_escape;
+use crate::stream::{
+    PLATFORM_FIELD, PLATFORMS, Paging, Reading, ReplicationMethod, Resource, StreamDef, WEB,
+};
+use crate::urls::{path_segment, url_escape};
 
 const LIST: Endpoint = Endpoint {
     name: "rest_list",
@@ -59,6 +65,9 @@ pub(crate) struct Rest {
     resource: Resource,
     /// The field the stream is bookmarked on, if any.
     watermark: Option<&'static str>,
+    /// For a list read whole each run: its key, by which an item listed
+    /// twice is written once; and where the list waits meanwhile.
+    dedupe: Option<(&'static str, PathBuf)>,
 }
 
 /// The unit of a REST stream: the whole resource, or the whole of one
@@ -91,7 +100,12 @@ impl Rest {
         retry: Retry,
         def: &'static StreamDef,
         resource: Resource,
+        spool_dir: PathBuf,
     ) -> Rest {
+        let dedupe = match (def.replication_method, resource.reading, def.key_properties) {
+            (ReplicationMethod::FullTable, Reading::Pages { .. }, [key]) => Some((*key, spool_dir)),
+            _ => None,
+        };
         let forbidden = format!(
             "the '{}' stream needs an API key with the {} role; deselect it or use such a key",
             def.name, resource.role
@@ -106,6 +120,7 @@ impl Rest {
             },
             resource,
             watermark: def.replication_key,
+            dedupe,
         }
     }
 }
@@ -175,10 +190,15 @@ impl Source for Rest {
         };
         let mut requests = self.requests.clone();
         requests.label = whole.label.clone().into();
+        let held = match &self.dedupe {
+            Some((key, dir)) => Some(Held::new(key, dir).map_err(Failure::Fatal)?),
+            None => None,
+        };
         Ok(Pages {
             requests,
             lift: self.resource.lift_metadata,
             platform: whole.platform,
+            held,
             step: Step::Open(Box::new(step)),
             items: 0,
             requests_made: 0,
@@ -249,6 +269,8 @@ pub(crate) struct Pages {
     lift: bool,
     /// The platform read, written into each record that does not name one.
     platform: Option<&'static str>,
+    /// A list held back until it is whole, to write each key once.
+    held: Option<Held>,
     step: Step,
     items: usize,
     requests_made: usize,
@@ -270,6 +292,8 @@ enum Step {
     },
     /// One object.
     One(String),
+    /// The held list, written out.
+    Replay(Replay),
     /// Every item is out: close the array.
     Close,
     Done,
@@ -284,9 +308,18 @@ struct PageWalk {
     seen: HashSet<String>,
     pages: usize,
     items: usize,
+    /// Pages in a row with no items.
+    empty_run: usize,
     /// Collects the listed users' ids instead of writing the items.
     ids: Option<Vec<String>>,
 }
+
+/// Pages in a row with no items after which a list that still names a next
+/// page is taken to be endless.
+pub(crate) const MAX_EMPTY_PAGES: usize = 100;
+/// Pages of one list after which it is taken to be endless: a hundred
+/// million items at FullStory's largest page size.
+pub(crate) const MAX_PAGES: usize = 1_000_000;
 
 impl PageWalk {
     fn new(first: String, list: &'static str, paging: Paging) -> PageWalk {
@@ -298,6 +331,7 @@ impl PageWalk {
             seen: HashSet::new(),
             pages: 0,
             items: 0,
+            empty_run: 0,
             ids: None,
         }
     }
@@ -342,9 +376,38 @@ impl Body for Pages {
                     self.one(&url, &mut out).await.map_err(Failure::Fatal)?;
                     self.step = Step::Close;
                 }
+                Step::Replay(mut replay) => {
+                    let more = replay
+                        .next_chunk(&mut out, &mut self.items)
+                        .map_err(|e| Failure::Fatal(self.held_error(e)))?;
+                    self.step = if more {
+                        Step::Replay(replay)
+                    } else {
+                        Step::Close
+                    };
+                }
+                Step::Close if self.held.is_some() => {
+                    let Some(held) = self.held.take() else {
+                        continue;
+                    };
+                    let replay = held
+                        .replay()
+                        .map_err(|e| Failure::Fatal(self.held_error(e)))?;
+                    if replay.dropped > 0 {
+                        tracing::warn!(
+                            "{}: {} items were listed more than once (the same {} on several pages); each is written once, as last listed",
+                            self.requests.label,
+                            replay.dropped,
+                            replay.key
+                        );
+                    }
+                    self.step = Step::Replay(replay);
+                }
                 Step::Close => {
                     let skipped = match self.skipped {
-                        Some(n) => format!(", {n} skipped (deleted after the list)"),
+                        Some(n) => format!(
+                            ", {n} skipped (deleted after the list, or ids no URL can name)"
+                        ),
                         None => String::new(),
                     };
                     tracing::info!(
@@ -452,6 +515,11 @@ impl Pages {
             return Ok(Step::Close);
         };
         walk.items += page.items.len();
+        walk.empty_run = if page.items.is_empty() {
+            walk.empty_run + 1
+        } else {
+            0
+        };
         for item in &page.items {
             match &mut walk.ids {
                 Some(ids) => ids.push(user_id(item)?),
@@ -465,7 +533,19 @@ impl Pages {
         );
         match page.next {
             None => Ok(match walk.ids.take() {
-                Some(ids) => {
+                Some(listed) => {
+                    let mut seen = HashSet::new();
+                    let ids: Vec<String> = listed
+                        .into_iter()
+                        .filter(|id| seen.insert(id.clone()))
+                        .collect();
+                    let twice = walk.items - ids.len();
+                    if twice > 0 {
+                        tracing::warn!(
+                            "{}: {twice} users were listed more than once (the same id on several pages); each is fetched and written once",
+                            self.requests.label
+                        );
+                    }
                     self.skipped = Some(0);
                     Step::Users { ids, next: 0 }
                 }
@@ -477,6 +557,16 @@ impl Pages {
                         "{what}: the server sent the page token {next:?} a second time; stopping instead of reading the same pages again"
                     )));
                 }
+                if walk.empty_run >= MAX_EMPTY_PAGES {
+                    return Err(Error::Api(format!(
+                        "{what}: {MAX_EMPTY_PAGES} pages in a row had no {list} yet named a next page; stopping, as a list that ends never would"
+                    )));
+                }
+                if walk.pages >= MAX_PAGES {
+                    return Err(Error::Api(format!(
+                        "{what}: still more pages after {MAX_PAGES}, far more than any account has; stopping instead of reading on"
+                    )));
+                }
                 walk.token = Some(next);
                 Ok(Step::Pages(walk))
             }
@@ -486,13 +576,20 @@ impl Pages {
     /// Fetches user `n` of `ids` on its own: the user with its schema.
     async fn user(&mut self, ids: &[String], n: usize, out: &mut Vec<u8>) -> Result<()> {
         let id = &ids[n];
-        let url = user_url(self.requests.client.api_url(), id)?;
         let what = format!(
             "{}: user {}/{} (id {id})",
             self.requests.label,
             n + 1,
             ids.len()
         );
+        let url = match path_segment(id) {
+            Ok(segment) => user_url(self.requests.client.api_url(), &segment),
+            Err(why) => {
+                *self.skipped.get_or_insert(0) += 1;
+                tracing::warn!("{what}: skipped: {why}");
+                return Ok(());
+            }
+        };
         self.requests_made += 1;
         let found = self
             .requests
@@ -523,21 +620,145 @@ impl Pages {
         self.push(&item, out)
     }
 
+    /// The error for a held list that cannot be written or read back.
+    fn held_error(&self, e: std::io::Error) -> Error {
+        Error::spool(
+            format!(
+                "{}: cannot hold the list in a spool file",
+                self.requests.label
+            ),
+            "; set spool_dir to a writable directory with free space",
+            e,
+        )
+    }
+
     /// Adds one item to the array, its metadata lifted where the stream
-    /// wants it.
+    /// wants it; or, for a held list, to the held items.
     fn push(&mut self, item: &RawValue, out: &mut Vec<u8>) -> Result<()> {
+        if let Some(mut held) = self.held.take() {
+            let mut bytes = Vec::new();
+            let result = self.transform(item, &mut bytes).and_then(|()| {
+                let key = key_of(item, held.key).map(|k| xxhash_rust::xxh3::xxh3_128(k.as_bytes()));
+                held.hold(&bytes, key).map_err(|e| self.held_error(e))
+            });
+            self.held = Some(held);
+            return result;
+        }
         if self.items > 0 {
             out.push(b',');
         }
+        self.transform(item, out)?;
+        self.items += 1;
+        Ok(())
+    }
+
+    /// Writes the item as its record: metadata lifted and platform named
+    /// where the stream wants them, otherwise byte for byte.
+    fn transform(&self, item: &RawValue, out: &mut Vec<u8>) -> Result<()> {
         if self.lift || self.platform.is_some() {
             let lift = if self.lift { LIFTED } else { &[] };
             reshape(item.get(), lift, self.platform, out)
-                .map_err(|why| Error::Api(format!("a record is not a JSON object: {why}")))?;
+                .map_err(|why| Error::Api(format!("a record is not a JSON object: {why}")))
         } else {
             out.extend_from_slice(item.get().as_bytes());
+            Ok(())
         }
-        self.items += 1;
+    }
+}
+
+/// A list read whole into a spool file before any item is written, so that
+/// an item listed more than once (pages that shift while they are read) is
+/// written once, as last listed. Memory holds a hash and a length per item.
+struct Held {
+    key: &'static str,
+    file: BufWriter<File>,
+    /// Per item, in order: the hash of its key (none: it has none) and its
+    /// length in the file.
+    items: Vec<(Option<u128>, u32)>,
+    /// The last item of each key.
+    last: HashMap<u128, usize>,
+}
+
+impl Held {
+    fn new(key: &'static str, dir: &Path) -> Result<Held> {
+        let file = create_spool(dir).map_err(|e| {
+            Error::spool(
+                format!("cannot create a spool file in '{}'", dir.display()),
+                "; set spool_dir to a writable directory with free space",
+                e,
+            )
+        })?;
+        Ok(Held {
+            key,
+            file: BufWriter::new(file),
+            items: Vec::new(),
+            last: HashMap::new(),
+        })
+    }
+
+    fn hold(&mut self, item: &[u8], key: Option<u128>) -> std::io::Result<()> {
+        // Bodies are capped far below 4 GiB, and an item is part of one.
+        let len = u32::try_from(item.len()).map_err(std::io::Error::other)?;
+        self.file.write_all(item)?;
+        if let Some(key) = key {
+            self.last.insert(key, self.items.len());
+        }
+        self.items.push((key, len));
         Ok(())
+    }
+
+    /// The held items, to be written out.
+    fn replay(self) -> std::io::Result<Replay> {
+        let mut file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        let dropped = self
+            .items
+            .iter()
+            .enumerate()
+            .filter(|(i, (key, _))| key.is_some_and(|k| self.last[&k] != *i))
+            .count();
+        Ok(Replay {
+            key: self.key,
+            reader: BufReader::new(file),
+            items: self.items,
+            last: self.last,
+            next: 0,
+            dropped,
+        })
+    }
+}
+
+/// A held list being written out, each key's last listing only.
+struct Replay {
+    key: &'static str,
+    reader: BufReader<File>,
+    items: Vec<(Option<u128>, u32)>,
+    last: HashMap<u128, usize>,
+    next: usize,
+    /// Items left out as listed again later.
+    dropped: usize,
+}
+
+impl Replay {
+    /// Writes the next items, about a spool chunk of them, to `out`,
+    /// counting them in `written`; false once every item is out.
+    fn next_chunk(&mut self, out: &mut Vec<u8>, written: &mut usize) -> std::io::Result<bool> {
+        let mut item = Vec::new();
+        while self.next < self.items.len() && out.len() < CHUNK {
+            let (key, len) = self.items[self.next];
+            item.resize(len as usize, 0);
+            self.reader.read_exact(&mut item)?;
+            let keep = key.is_none_or(|k| self.last[&k] == self.next);
+            self.next += 1;
+            if keep {
+                if *written > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&item);
+                *written += 1;
+            }
+        }
+        Ok(self.next < self.items.len())
     }
 }
 
@@ -662,35 +883,41 @@ fn reshape(
     Ok(())
 }
 
-/// A listed user's `id`, as text.
-fn user_id(item: &RawValue) -> Result<String> {
-    let members: Members = serde_json::from_str(item.get())
-        .map_err(|e| Error::Api(format!("a listed user is not a JSON object ({e})")))?;
-    let id = members
+/// The value of the top-level `key` of an item, as text: a string's
+/// content, or a whole number's digits. `None` when it has no such value.
+fn key_of(item: &RawValue, key: &str) -> Option<String> {
+    let members: Members = serde_json::from_str(item.get()).ok()?;
+    let value = members
         .0
         .into_iter()
-        .find(|(k, _)| k == "id")
-        .map(|(_, v)| v);
-    let bad = || Error::Api(format!("a listed user has no usable id: {}", item.get()));
-    let id = id.ok_or_else(bad)?;
-    match serde_json::from_str::<String>(id.get()) {
-        Ok(text) if !text.is_empty() => Ok(text),
-        Ok(_) => Err(bad()),
-        // An id sent as a number: its digits as they came.
-        Err(_) if id.get().bytes().all(|b| b.is_ascii_digit()) => Ok(id.get().to_string()),
-        Err(_) => Err(bad()),
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v)?;
+    match serde_json::from_str::<String>(value.get()) {
+        Ok(text) if !text.is_empty() => Some(text),
+        Ok(_) => None,
+        Err(_) => {
+            let digits = value.get();
+            let body = digits.strip_prefix('-').unwrap_or(digits);
+            (!body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.to_string())
+        }
     }
 }
 
-/// `{api}/v2/users/{id}?include_schema=true`, the id escaped as one segment.
-fn user_url(api: &str, id: &str) -> Result<String> {
-    let mut url = url::Url::parse(&format!("{api}/v2/users"))
-        .map_err(|e| Error::Input(format!("config: api_url is not a valid URL ({e})")))?;
-    url.path_segments_mut()
-        .map_err(|()| Error::Input("config: api_url cannot take a path".to_string()))?
-        .push(id);
-    url.set_query(Some("include_schema=true"));
-    Ok(url.to_string())
+/// A listed user's `id`, as text.
+fn user_id(item: &RawValue) -> Result<String> {
+    key_of(item, "id").ok_or_else(|| {
+        Error::Api(format!(
+            "a listed user has no usable id: {}",
+            snippet(item.get().as_bytes())
+        ))
+    })
+}
+
+/// `{api}/v2/users/{segment}?include_schema=true`, for the user id
+/// escaped as one path segment.
+fn user_url(api: &str, segment: &str) -> String {
+    format!("{api}/v2/users/{segment}?include_schema=true")
 }
 
 #[cfg(test)]
@@ -759,7 +986,7 @@ mod tests {
         );
         assert!(user_id(&raw(r#"{"uid":"x"}"#)).is_err());
         assert_eq!(
-            user_url("http://127.0.0.1:9", "a/b c").unwrap(),
+            user_url("http://127.0.0.1:9", &path_segment("a/b c").unwrap()),
             "http://127.0.0.1:9/v2/users/a%2Fb%20c?include_schema=true"
         );
     }

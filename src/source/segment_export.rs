@@ -24,7 +24,7 @@ use crate::progress::human_duration;
 use crate::read::Format;
 use crate::state::{Bookmark, LastUpdated, PendingExport, WindowBookmark};
 use crate::time::format_rfc3339;
-use crate::urls::url_escape;
+use crate::urls::path_segment;
 
 /// What an export holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,11 +200,13 @@ impl SegmentExport {
     /// Polls the window's operation until it completes; returns the search
     /// export id. A failed or vanished operation is marked for renewal.
     async fn wait_for(&self, window: &Window, operation_id: &str) -> Result<String> {
-        let url = format!(
-            "{}/operations/v1/{}",
-            self.client.api_url(),
-            url_escape(operation_id)
-        );
+        let segment = path_segment(operation_id).map_err(|why| {
+            Error::Api(format!(
+                "{}: the server named the export operation {operation_id:?}; {why}",
+                self.label(window)
+            ))
+        })?;
+        let url = format!("{}/operations/v1/{segment}", self.client.api_url());
         let started = Instant::now();
         let mut last_pct = None;
         loop {
@@ -292,10 +294,15 @@ impl SegmentExport {
     /// Asks where the export's file is; the link lives minutes, so it is
     /// asked for afresh before every download attempt.
     async fn locate(&self, window: &Window, search_id: &str) -> Result<String> {
+        let segment = path_segment(search_id).map_err(|why| {
+            Error::Api(format!(
+                "{}: the server named the search export {search_id:?}; {why}",
+                self.label(window)
+            ))
+        })?;
         let url = format!(
-            "{}/search/v1/exports/{}/results",
-            self.client.api_url(),
-            url_escape(search_id)
+            "{}/search/v1/exports/{segment}/results",
+            self.client.api_url()
         );
         let what = format!("locating the file of {}", self.label(window));
         let found = self

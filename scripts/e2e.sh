@@ -414,9 +414,12 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 sed "s#http://127.0.0.1:$port#http://127.0.0.1:$port9#" "$run/config.json" >"$run/config9.json"
-rm -rf "$run/batch" && mkdir -p "$run/batch"
+# A directory name with a space and a "%": the manifest must be what the
+# SDK (target-postgres) opens.
+batchdir="$run/batch dir%20x"
+rm -rf "$batchdir" && mkdir -p "$batchdir"
 cat >"$run/batch.json" <<JSON
-{"batch_config": {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage": {"root": "file://$run/batch", "prefix": "e2e-"}}}
+{"batch_config": {"encoding": {"format": "jsonl", "compression": "gzip"}, "storage": {"root": "file://$batchdir", "prefix": "e2e-"}}}
 JSON
 declare -A load_secs
 for mode in records batch; do
@@ -432,7 +435,7 @@ for mode in records batch; do
   rows=$(sql "select count(*), count(distinct \"EventKey\") from load_$mode.events")
   [ "$rows" = "$load_total|$load_total" ] || fail "$mode load: the table holds $rows rows|keys, expected $load_total|$load_total"
 done
-files=$(find "$run/batch" -name 'e2e-events-*.jsonl.gz' | wc -l)
+files=$(find "$batchdir" -name 'e2e-events-*.jsonl.gz' | wc -l)
 [ "$files" = "$load_bundles" ] || fail "expected $load_bundles batch files, found $files"
 [ "$(tail -1 "$run/state9-records.json")" = "$(tail -1 "$run/state9-batch.json")" ] \
   || fail "final STATE differs: $(tail -1 "$run/state9-records.json") vs $(tail -1 "$run/state9-batch.json")"

@@ -122,24 +122,30 @@ fn only_keys(
     }
 }
 
-/// The directory a `file://` root names; it must exist.
+/// The directory a `file://` root names; it must exist. The path is read
+/// as the Meltano SDK reads it, as written after `file://` (a `%20` is
+/// those three characters), and only if no such directory exists as
+/// percent-decoded.
 fn root_dir(root: &str) -> std::result::Result<PathBuf, String> {
-    let url = url::Url::parse(root)
-        .map_err(|e| format!("storage.root {root:?} is not a URL ({e}); use file:///path"))?;
-    if url.scheme() != "file" {
+    let Some(rest) = root.strip_prefix("file://") else {
         return Err(format!(
             "storage.root {root:?} is not a file:// URL; only local directories (file://) are supported"
         ));
-    }
-    let path = url
-        .to_file_path()
-        .map_err(|()| format!("storage.root {root:?} is not a local path; use file:///path"))?;
-    if !path.is_dir() {
+    };
+    let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
         return Err(format!(
-            "storage.root {root:?} is not an existing directory; create it first"
+            "storage.root {root:?} is not a local absolute path; use file:///path"
         ));
     }
-    Ok(path)
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    [path, &decoded]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+        .ok_or_else(|| {
+            format!("storage.root {root:?} is not an existing directory; create it first")
+        })
 }
 
 /// An id for this run that batch file names carry: start time and process id.
@@ -205,9 +211,14 @@ impl Partial {
                 .and_then(|d| d.sync_all())
                 .map_err(|e| Error::spool(format!("cannot sync '{}'", dir.display()), "", e))?;
         }
-        url::Url::from_file_path(&final_path)
-            .map(String::from)
-            .map_err(|()| Error::Unit(format!("batch file '{shown}' has no file:// URL")))
+        // `file://` and the path as it is: the Meltano SDK opens what
+        // follows `file://` without percent-decoding it.
+        match final_path.to_str() {
+            Some(path) => Ok(format!("file://{path}")),
+            None => Err(Error::Unit(format!(
+                "batch file '{shown}' has a name that is not UTF-8"
+            ))),
+        }
     }
 }
 
@@ -234,10 +245,10 @@ fn file_safe(id: &str) -> String {
         .collect()
 }
 
-/// The path a `file://` manifest entry names, for tests and tools.
+/// The path a `file://` manifest entry names, for tests.
 #[cfg(test)]
 fn path_of(url: &str) -> Option<PathBuf> {
-    url::Url::parse(url).ok()?.to_file_path().ok()
+    url.strip_prefix("file://").map(PathBuf::from)
 }
 
 #[cfg(test)]
@@ -307,6 +318,37 @@ mod tests {
         }
         assert!(BatchConfig::from_value(&json!([1])).is_err());
         assert!(BatchConfig::from_value(&json!("{not json")).is_err());
+    }
+
+    #[test]
+    fn a_root_with_a_space_and_a_percent_gives_manifests_the_sdk_opens() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("fs batches%20x");
+        std::fs::create_dir(&dir).unwrap();
+        let raw = format!("file://{}", dir.display());
+        let encoded = url::Url::from_directory_path(&dir).unwrap().to_string();
+        assert!(
+            encoded.contains("%20") && encoded.contains("%2520"),
+            "{encoded}"
+        );
+        for root in [raw, encoded] {
+            let mut v = good(&dir);
+            v["storage"]["root"] = json!(root);
+            let config = BatchConfig::from_value(&v).unwrap();
+            assert_eq!(config.root, dir, "{root}");
+        }
+        let mut v = good(&dir);
+        v["storage"]["root"] = json!(format!("file://{}", dir.display()));
+        let config = BatchConfig::from_value(&v).unwrap();
+        let mut partial = Partial::create(&config, "RUN", "events", Some("1")).unwrap();
+        partial.file_mut().write_all(b"x").unwrap();
+        let url = partial.publish().unwrap();
+        // What follows file:// is the path itself, as the SDK opens it.
+        assert_eq!(
+            url,
+            format!("file://{}/fs-events-1-RUN.jsonl.gz", dir.display())
+        );
+        assert_eq!(std::fs::read(path_of(&url).unwrap()).unwrap(), b"x");
     }
 
     #[test]

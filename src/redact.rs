@@ -92,6 +92,44 @@ pub(crate) fn register_secret(secret: &str) {
     secrets.sort_by_key(|f| std::cmp::Reverse(f.text.len()));
 }
 
+/// Registers what a signed link (a storage URL that carries its own
+/// authorization) holds as secrets: the values of its query and its path,
+/// where some storage services sign. Values shorter than a signature could
+/// be (`X-Amz-Expires=3600`) stay printable.
+pub(crate) fn register_signed_link(link: &str) {
+    let Ok(parsed) = url::Url::parse(link) else {
+        register_secret(link);
+        return;
+    };
+    for (_, value) in parsed.query_pairs() {
+        if value.len() >= 8 {
+            register_secret(&value);
+        }
+    }
+    for part in parsed.query().unwrap_or_default().split('&') {
+        if let Some((_, raw)) = part.split_once('=')
+            && raw.len() >= 8
+        {
+            register_secret(raw);
+        }
+    }
+    let path = parsed.path();
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    for text in [path, &decoded] {
+        if text.len() >= 8 {
+            register_secret(text);
+        }
+    }
+    for segment in parsed.path_segments().into_iter().flatten() {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        for text in [segment, &decoded] {
+            if text.len() >= 16 {
+                register_secret(text);
+            }
+        }
+    }
+}
+
 fn lower_hex_escapes(percent: &str) -> String {
     let mut out = String::with_capacity(percent.len());
     let mut hex_left = 0;
@@ -305,6 +343,27 @@ mod tests {
     use super::*;
 
     // Keys are registered for the whole test process; each test uses its own.
+
+    #[test]
+    fn a_signed_links_query_values_and_path_are_secrets() {
+        let sig = "f00dfeedcafe1234beef5678aa";
+        let token = "pathsig-9f8e7d6c5b4a39281706";
+        register_signed_link(&format!(
+            "https://storage.example/b/{token}/file.gz?X-Amz-Expires=3600&X-Amz-Signature={sig}&a=b"
+        ));
+        for echoed in [
+            format!("<SignatureProvided>{sig}</SignatureProvided>"),
+            format!("X-Amz-Signature: {sig}"),
+            format!("Signature={sig} was wrong"),
+            format!("bad path /b/{token}/file.gz"),
+            format!("no key {token} here"),
+        ] {
+            let out = redact(&echoed);
+            assert!(!out.contains(sig) && !out.contains(token), "{out}");
+        }
+        // Short values that are no credential stay readable.
+        assert_eq!(redact("expires in 3600 s, a=b"), "expires in 3600 s, a=b");
+    }
 
     #[test]
     fn every_pattern_compiles() {

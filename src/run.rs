@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Schema, Selection, Selections};
 use crate::config::{Config, EventsSource};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::http::retry::Retry;
 use crate::pipeline::{Options, Pipeline};
@@ -19,7 +19,9 @@ use crate::source::segment_export::{ExportType, SegmentExport};
 use crate::state::State;
 use crate::stream::{Backend, STREAMS, StreamDef};
 
-/// Syncs the selected streams, stopping at the first unrecoverable error.
+/// Syncs the selected streams, stopping at the first unrecoverable error,
+/// except that a REST stream FullStory refuses (401, 403) is passed over
+/// and the run goes on, to fail at the end naming every stream refused.
 /// Needs the multi-threaded runtime (see [`Pipeline::run`]).
 pub(crate) async fn sync<W: Write>(
     config: Config,
@@ -31,6 +33,8 @@ pub(crate) async fn sync<W: Write>(
     let retry = Retry::from_config(&config);
     let options = Options::from_config(&config);
     let none_selected = STREAMS.iter().all(|def| selections.get(def.name).is_none());
+    // REST streams refused for the key's role, as "name (why)".
+    let mut refused: Vec<String> = Vec::new();
     for def in STREAMS {
         let Some(selection) = selections.get(def.name) else {
             let then = if none_selected {
@@ -71,12 +75,36 @@ pub(crate) async fn sync<W: Write>(
             Backend::Rest(resource) => {
                 let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
                 let source = Rest::new(client, retry, def, resource, spool_dir);
-                stream.sync(source, &mut state, out).await?;
+                // A stream the key may not read stops only itself.
+                match stream.sync(source, &mut state, out).await {
+                    Err(Error::Refused {
+                        status: status @ (401 | 403),
+                        message,
+                    }) => {
+                        tracing::error!("{message}; going on with the other streams");
+                        let why = match status {
+                            403 => format!("needs an API key with the {} role", resource.role),
+                            _ => "the API key was not accepted".to_string(),
+                        };
+                        refused.push(format!("{} (HTTP {status}: {why})", def.name));
+                    }
+                    other => other?,
+                }
             }
         }
     }
     if none_selected {
         out.state(state.to_value())?;
+    }
+    if !refused.is_empty() {
+        return Err(Error::Refused {
+            status: 403,
+            message: format!(
+                "{} of the selected streams could not be synced, as FullStory refused them: {}; the other streams synced, and the last STATE covers them; deselect these or use a key with the role each needs",
+                refused.len(),
+                refused.join(", ")
+            ),
+        });
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod batch;
 mod faults;
+mod hostile;
 mod hygiene;
 mod input;
 mod properties;

@@ -90,6 +90,8 @@ pub(crate) struct SegmentSettings {
     pub(crate) scope: Option<ExportScope>,
     /// Windows whose exports may be in flight at once (at least 1).
     pub(crate) in_flight: usize,
+    /// Starts of windows to pass over deliberately.
+    pub(crate) skip: Vec<DateTime<Utc>>,
     pub(crate) window: chrono::TimeDelta,
     pub(crate) delay: chrono::TimeDelta,
     pub(crate) lookback: chrono::TimeDelta,
@@ -363,10 +365,25 @@ impl RawConfig {
         if in_flight > 64 {
             return Err(self.bad("exports_in_flight", "must be at most 64"));
         }
+        let mut skip = Vec::new();
+        for start in self.string_list("skip_windows")? {
+            match parse_datetime(&start) {
+                Some(at) => skip.push(at),
+                None => {
+                    return Err(self.bad(
+                        "skip_windows",
+                        &format!(
+                            "holds {start:?}, which is not a window's start; use the start the log names (2024-01-02T00:00:00Z)"
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(SegmentSettings {
             segment_id,
             scope,
             in_flight: in_flight as usize,
+            skip,
             window: chrono::TimeDelta::seconds(window_secs as i64),
             delay: millis(delay),
             lookback: millis(lookback),

@@ -204,6 +204,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "Ids of bundles to pass over deliberately, e.g. one the server sends malformed every time: their events are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_BUNDLES).",
     ),
     setting(
+        "skip_windows",
+        Kind::StringList,
+        None,
+        "Starts of Segment Export windows to pass over deliberately (as the log names them, 2024-01-02T00:00:00Z), e.g. one the server sends malformed every time: no export is made for them, their events and individuals are not synced, the bookmark moves past them, and each is logged at WARN. A JSON array, or a comma-separated string (as TAP_FULLSTORY_SKIP_WINDOWS).",
+    ),
+    setting(
         "exports_in_flight",
         Kind::Integer,
         Some("4"),

@@ -283,9 +283,13 @@ impl Client {
             forbidden,
             range,
         } = call;
-        let shown = redact::url(url);
-        tracing::info!("{method} {shown}");
         let parsed = Url::parse(url).ok();
+        // A link that carries its own signature is named by its host alone.
+        let shown = match (&parsed, auth) {
+            (Some(link), false) => format!("{} (a signed link)", redact::origin(link)),
+            _ => redact::url(url),
+        };
+        tracing::info!("{method} {shown}");
         let http = self
             .http(parsed.as_ref().is_some_and(is_loopback))
             .map_err(Failure::Fatal)?;

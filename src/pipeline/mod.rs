@@ -73,7 +73,7 @@ use crate::source::{Body, Prepared, Source};
 use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
 use crate::state::{LastUpdated, State};
 use crate::stream::{PropertyType, ReplicationMethod};
-use shape::{ChannelReader, SpoolError, Watermark, spool_unit};
+use shape::{ChannelReader, Measure, Span, SpoolError, Watermark, spool_unit};
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -644,11 +644,12 @@ impl<S: Source> Fetcher<S> {
         shaper.table_version(self.version);
         shaper.start_unit(Utc::now());
         shaper.key_stand_ins(self.source.key_stand_ins());
-        let watermark = self
-            .source
-            .watermark()
-            .map(|field| Watermark::new(field, floor));
-        if let Some(mark) = &watermark {
+        let measure = match (self.source.watermark(), self.source.span(unit)) {
+            (Some(field), _) => Some(Measure::Watermark(Watermark::new(field, floor))),
+            (None, Some((field, start, end))) => Some(Measure::Span(Span::new(field, start, end))),
+            (None, None) => None,
+        };
+        if let Some(mark) = &measure {
             shaper.capture(mark.field());
         }
         if let Some(properties) = &self.properties {
@@ -662,7 +663,7 @@ impl<S: Source> Fetcher<S> {
                 target,
                 meter,
                 shaper,
-                watermark,
+                measure,
                 S::UNIT,
             )
         });

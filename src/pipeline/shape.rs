@@ -98,11 +98,6 @@ impl Watermark {
         self.newest
     }
 
-    /// The field the watermark reads.
-    pub(crate) fn field(&self) -> &'static str {
-        self.field
-    }
-
     /// Whether a record whose field holds `value` (its JSON text) is written.
     /// One without a date-time there cannot be measured: it is written.
     fn admit(&mut self, value: Option<&[u8]>) -> bool {
@@ -135,6 +130,97 @@ impl Watermark {
     }
 }
 
+/// What a unit's records are measured by, through the field the shaper
+/// captures ([`Measure::field`]).
+pub(crate) enum Measure {
+    /// The stream is bookmarked on the field: see [`Watermark`].
+    Watermark(Watermark),
+    /// The unit covers a span of time: see [`Span`].
+    Span(Span),
+}
+
+impl Measure {
+    /// The record field measured.
+    pub(crate) fn field(&self) -> &'static str {
+        match self {
+            Measure::Watermark(w) => w.field,
+            Measure::Span(s) => s.field,
+        }
+    }
+
+    /// Whether a record whose field holds `value` (its JSON text) is written.
+    fn admit(&mut self, value: Option<&[u8]>) -> bool {
+        match self {
+            Measure::Watermark(w) => w.admit(value),
+            Measure::Span(s) => {
+                s.note(value);
+                true
+            }
+        }
+    }
+
+    /// The newest watermark value, if any, once the unit is read; warns
+    /// about what did not measure up.
+    fn finish(self, noun: &str) -> Option<LastUpdated> {
+        match self {
+            Measure::Watermark(w) => w.finish(),
+            Measure::Span(s) => {
+                s.finish(noun);
+                None
+            }
+        }
+    }
+}
+
+/// The span of time a unit was asked for (a Segment Export window), and the
+/// records whose time falls outside it. They are kept: a row is never
+/// dropped for what may be the server's mistake, and an upserting target
+/// keeps one row per key even if another window holds it too.
+pub(crate) struct Span {
+    field: &'static str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    outside: u64,
+    first: Option<String>,
+}
+
+impl Span {
+    /// Records of the unit should have `field` in `start..end`.
+    pub(crate) fn new(field: &'static str, start: DateTime<Utc>, end: DateTime<Utc>) -> Span {
+        Span {
+            field,
+            start,
+            end,
+            outside: 0,
+            first: None,
+        }
+    }
+
+    fn note(&mut self, value: Option<&[u8]>) {
+        let text = value.and_then(|v| serde_json::from_slice::<String>(v).ok());
+        let Some((text, at)) = text.and_then(|t| parse_datetime(&t).map(|at| (t, at))) else {
+            return;
+        };
+        if at < self.start || at >= self.end {
+            self.outside += 1;
+            self.first.get_or_insert(text);
+        }
+    }
+
+    fn finish(self, noun: &str) {
+        if self.outside > 0 {
+            tracing::warn!(
+                "{} records of this {noun} have a {} outside it ({}..{}), the first {}; they are kept, as the server sent them: a target that upserts keeps one row each, one that only appends may get such a record twice if the {noun} it belongs to holds it too",
+                self.outside,
+                self.field,
+                crate::time::format_rfc3339(self.start),
+                crate::time::format_rfc3339(self.end),
+                self.first.unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// Reads one unit's body, shapes every record with `shaper` and spools the
 /// result into `target`: RECORD lines, or raw records for a batch file.
 /// `noun` names the unit in the shaper's warnings.
@@ -144,7 +230,7 @@ pub(crate) fn spool_unit(
     target: SpoolTarget,
     meter: Arc<SpoolMeter>,
     mut shaper: Shaper,
-    mut watermark: Option<Watermark>,
+    mut measure: Option<Measure>,
     noun: &str,
 ) -> Result<(Spool, Tally), SpoolError> {
     let raw_records = matches!(target, SpoolTarget::Batch(_));
@@ -167,7 +253,7 @@ pub(crate) fn spool_unit(
             if chunk.len() == before {
                 return Ok(());
             }
-            if let Some(mark) = &mut watermark
+            if let Some(mark) = &mut measure
                 && !mark.admit(shaper.captured())
             {
                 chunk.truncate(before);
@@ -219,7 +305,7 @@ pub(crate) fn spool_unit(
                 Tally {
                     records,
                     json_bytes: stats.json_bytes,
-                    newest: watermark.and_then(Watermark::finish),
+                    newest: measure.and_then(|m| m.finish(noun)),
                     columns,
                 },
             )),
@@ -348,10 +434,11 @@ mod tests {
         let target = SpoolTarget::Records(create_spool(dir.path()).unwrap());
         let meter = Arc::new(SpoolMeter::default());
         let mut shaper = shaper(schema, Utc::now());
-        if let Some(mark) = &watermark {
+        let measure = watermark.map(Measure::Watermark);
+        if let Some(mark) = &measure {
             shaper.capture(mark.field());
         }
-        let (spool, tally) = spool_unit(body, format, target, meter, shaper, watermark, "unit")?;
+        let (spool, tally) = spool_unit(body, format, target, meter, shaper, measure, "unit")?;
         let SpoolTarget::Records(mut file) = spool.target else {
             panic!("a RECORD spool");
         };

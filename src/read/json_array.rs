@@ -170,7 +170,7 @@ impl Splitter {
         let stop = end.unwrap_or(buf.len()).min(buf.len());
         if self.event.len() + (stop - start) > MAX_EVENT_BYTES {
             return Err(ReadError::Format(format!(
-                "record {} is larger than {} MiB; the body is corrupt",
+                "record {} is larger than {} MiB, far beyond any FullStory record; the body is corrupt",
                 self.stats.events + 1,
                 MAX_EVENT_BYTES >> 20
             )));

@@ -18,8 +18,10 @@ mod ndjson;
 
 use std::io::{self, BufRead, Read};
 
-/// No single event may exceed this; a bigger one means a corrupt body.
-pub const MAX_EVENT_BYTES: usize = 512 * 1024 * 1024;
+/// No single event may exceed this: FullStory's are kilobytes, so a bigger
+/// one means a corrupt or hostile body. It also bounds memory: shaping one
+/// record holds it about three times over.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// How events are laid out in a (decompressed) body.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -129,7 +129,7 @@ impl Splitter {
 
 fn too_large<E>(line: u64) -> ReadError<E> {
     ReadError::Format(format!(
-        "line {line} is larger than {} MiB; the body is corrupt",
+        "line {line} is larger than {} MiB, far beyond any FullStory record; the body is corrupt",
         MAX_EVENT_BYTES >> 20
     ))
 }

@@ -335,6 +335,20 @@ pub(crate) trait Source: Send + Sync + 'static {
         None
     }
 
+    /// The span of time `unit` was asked for, as (field, start, end): its
+    /// records' `field` should fall in `start..end`, and those outside are
+    /// counted and warned about (they are still written).
+    fn span(
+        &self,
+        _unit: &Self::Unit,
+    ) -> Option<(
+        &'static str,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> {
+        None
+    }
+
     /// The [`Source::watermark`] value at or before which `unit`'s records
     /// were written by an earlier run, by the stream's `bookmark`.
     fn floor(&self, _unit: &Self::Unit, _bookmark: Option<&Bookmark>) -> Option<LastUpdated> {

@@ -23,8 +23,9 @@ use crate::http::{Client, Endpoint, Failure, NotFound, snippet};
 use crate::progress::human_duration;
 use crate::read::Format;
 use crate::state::{Bookmark, LastUpdated, PendingExport, WindowBookmark};
+use crate::stream::REPLICATION_KEY;
 use crate::time::format_rfc3339;
-use crate::urls::path_segment;
+use crate::urls::{is_loopback, path_segment};
 
 /// What an export holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +325,22 @@ impl SegmentExport {
             Some(Value::String(url))
                 if url.starts_with("https://") || url.starts_with("http://") =>
             {
+                // Whatever the link holds is a credential from now on, in
+                // every message, whatever a server echoes of it.
+                crate::redact::register_signed_link(url);
+                let parsed = url::Url::parse(url).map_err(|e| {
+                    Error::Api(format!(
+                        "{}: the results' location is not a URL ({e})",
+                        self.label(window)
+                    ))
+                })?;
+                if parsed.scheme() == "http" && !is_loopback(&parsed) {
+                    return Err(Error::Api(format!(
+                        "{}: refusing the export's location {}: plain http to a host other than loopback would send the signed link and the data in clear text",
+                        self.label(window),
+                        crate::redact::origin(&parsed)
+                    )));
+                }
                 Ok(url.clone())
             }
             _ => Err(Error::Api(format!(
@@ -510,7 +527,7 @@ impl Source for SegmentExport {
             .exports()
             .get(&window.start)
             .is_some_and(|e| !e.failed && e.end == window.end);
-        if live {
+        if live || self.skipped(window) {
             return Ok(Prepared::Ready(None));
         }
         let operation_id = if ahead {
@@ -600,6 +617,21 @@ impl Source for SegmentExport {
             format_rfc3339(window.start),
             format_rfc3339(window.end)
         )
+    }
+
+    fn skipped(&self, window: &Window) -> bool {
+        self.settings.skip.contains(&window.start)
+    }
+
+    fn skip_setting(&self) -> Option<&'static str> {
+        Some("skip_windows")
+    }
+
+    fn span(&self, window: &Window) -> Option<(&'static str, DateTime<Utc>, DateTime<Utc>)> {
+        match self.kind {
+            ExportType::Events => Some((REPLICATION_KEY, window.start, window.end)),
+            ExportType::Individuals => None,
+        }
     }
 
     fn bookmark_after(

@@ -417,42 +417,60 @@ fn reads_the_python_tap_state_and_keeps_other_bookmarks() {
 }
 
 #[test]
-fn forbidden_stream_names_its_role_and_stops_with_the_state_so_far() {
+fn a_forbidden_stream_is_passed_over_and_named_at_the_end() {
     let srv = server(Vec::new());
+    let forbidden = || Fault::Status {
+        code: 403,
+        headers: Vec::new(),
+        body: br#"{"message":"forbidden","code":"forbidden"}"#.to_vec(),
+    };
     srv.push_fault(
         Route::Path("/settings/recording/v1/privacy".into()),
-        Fault::Status {
-            code: 403,
-            headers: Vec::new(),
-            body: br#"{"message":"forbidden","code":"forbidden"}"#.to_vec(),
-        },
+        forbidden(),
     );
+    srv.push_fault(Route::Path("/segments/v1".into()), forbidden());
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&[
+            "segments",
             "block_rules",
             "privacy_settings",
             "recording_features",
         ]))
         .run()
         .failure(1);
+    // The streams after each refused one were synced.
     let records = by_stream(&run);
-    assert_eq!(records.keys().collect::<Vec<_>>(), ["block_rules"]);
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        ["block_rules", "recording_features"]
+    );
     let last = run.last_log();
     assert!(
-        last.contains("privacy_settings") && last.contains("Admin role") && last.contains("403"),
+        last.contains("2 of the selected streams")
+            && last
+                .contains("segments (HTTP 403: needs an API key with the Admin or Architect role)")
+            && last.contains("privacy_settings (HTTP 403: needs an API key with the Admin role)"),
         "{last}"
     );
-    // The state after block_rules was written and is the last one.
-    let state = run.last_state();
-    assert_eq!(
-        state["bookmarks"]["block_rules"]["lastUpdated"],
-        "2024-01-01T11:00:00.000Z"
+    // Each refusal was logged as it happened, with the stream's advice.
+    assert!(
+        run.stderr
+            .contains("the 'privacy_settings' stream needs an API key with the Admin role"),
+        "{}",
+        run.stderr
     );
+    // The last STATE covers what synced, and nothing of the refused ones.
+    let state = run.last_state();
+    for name in ["block_rules", "recording_features"] {
+        assert_eq!(
+            state["bookmarks"][name]["lastUpdated"], "2024-01-01T11:00:00.000Z",
+            "{name}"
+        );
+    }
     assert!(state["bookmarks"].get("privacy_settings").is_none());
     let tail = run.stdout.lines().last().unwrap();
     assert!(tail.contains(r#""type":"STATE""#), "{tail}");
-    assert!(!srv.requests().iter().any(|r| r.path.ends_with("/features")));
 }
 
 #[test]

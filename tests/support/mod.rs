@@ -108,7 +108,11 @@ impl Tap {
     /// The command run through `wrapper` (a program and its arguments, the
     /// tap's path and arguments after them), e.g. `prlimit ... --`.
     pub fn command_under(&self, wrapper: &[&str]) -> Command {
-        let tap = env!("CARGO_BIN_EXE_tap-fullstory");
+        // Another build can be put through the same tests (to show a test
+        // fails without the fix it is for).
+        let built = env!("CARGO_BIN_EXE_tap-fullstory");
+        let other = std::env::var("TAP_FULLSTORY_TEST_BINARY").ok();
+        let tap = other.as_deref().unwrap_or(built);
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut cmd = Command::new(program);

@@ -77,6 +77,10 @@ pub enum Fault {
     /// and headers as received, the way debug proxies and WAF pages echo
     /// them (the `Authorization` header included).
     Echo { code: u16 },
+    /// Answer with this status and a storage-style error body that quotes
+    /// the link's signature (each query value of the request) in the forms
+    /// storage services use: an XML element, a header line, free text.
+    QuoteSignature { code: u16 },
 }
 
 impl Fault {
@@ -91,6 +95,7 @@ impl Fault {
             Fault::LyingContentLength { .. } => "lying-content-length",
             Fault::Drop => "drop",
             Fault::Echo { .. } => "echo",
+            Fault::QuoteSignature { .. } => "quote-signature",
             Fault::Pass => "pass",
             Fault::IgnoreRange => "ignore-range",
             Fault::OldVersion { .. } => "old-version",
@@ -150,6 +155,25 @@ pub(crate) fn apply(fault: Fault, req: &Request) -> (Option<Option<Response<'sta
             })),
             Delivery::Full,
         ),
+        Fault::QuoteSignature { code } => {
+            let mut body = String::from("<Error><Code>SignatureDoesNotMatch</Code>");
+            for part in req.query.split('&') {
+                let value = part.split_once('=').map_or(part, |(_, v)| v);
+                body.push_str(&format!(
+                    "<SignatureProvided>{value}</SignatureProvided>\nX-Amz-Signature: {value}\nthe request was signed with Signature={value} for {}\n",
+                    req.path
+                ));
+            }
+            body.push_str("</Error>");
+            (
+                Some(Some(Response {
+                    status: code,
+                    headers: vec![("Content-Type".into(), "application/xml".into())],
+                    body: Cow::Owned(body.into_bytes()),
+                })),
+                Delivery::Full,
+            )
+        }
         Fault::Pass | Fault::IgnoreRange => (None, Delivery::Full),
         Fault::OldVersion { body, after } => (
             Some(Some(Response {

@@ -41,6 +41,9 @@
 #      only a `pip_url` (the wheel `pip wheel` built) runs into target-postgres
 #      twice; a user and a segment deleted on the demo server in between are
 #      marked deleted by the second run (ACTIVATE_VERSION), the rest not.
+#  14. tap | target-duckdb 0.8.0 with duckdb pinned to 1.2.2 (newer ones drop
+#      the first row of each load), then `meltano run` twice with
+#      examples/meltano-duckdb.yml: every event once in DuckDB, IDs exact.
 # Virtualenvs live under target/e2e and are reused when present. Step 5 needs
 # PostgreSQL's server binaries; run as root it installs them when missing.
 set -euo pipefail
@@ -724,4 +727,59 @@ for check in "users id $users $gone_user" "segments id $segments $gone_segment";
 done
 say "   pip-installed $(basename "$wheel"); after a user and a segment were deleted, run 2 marked exactly those two in PostgreSQL"
 
-echo "e2e: 13 passed, 0 failed"
+say "14. tap | target-duckdb (duckdb 1.2.2), and Meltano with examples/meltano-duckdb.yml"
+# duckdb from 1.3.0 on takes the first row of target-duckdb 0.8.0's CSV for a
+# header and drops it: pinned to 1.2.2, the newest that loads every row.
+venv "$work/venv-duckdb" target-duckdb==0.8.0 duckdb==1.2.2
+"$work/venv-duckdb/bin/python" -c 'import duckdb, sys; sys.exit(duckdb.__version__ != "1.2.2")' \
+  || fail "step 14: the DuckDB venv does not hold duckdb 1.2.2"
+rm -rf "$run/duckdb" && mkdir -p "$run/duckdb"
+echo "{\"path\": \"$run/duckdb/warehouse.duckdb\", \"default_target_schema\": \"fullstory\"}" >"$run/duckdb.json"
+tap-fullstory --config "$run/config.json" 2>"$run/tap14.log" \
+  | "$work/venv-duckdb/bin/target-duckdb" --config "$run/duckdb.json" >"$run/state14.json" 2>"$run/duckdb14.log" \
+  || fail "tap | target-duckdb: $(tail -3 "$run/duckdb14.log")"
+check_duckdb() { # check_duckdb DB -> every event of the bundle run once, IDs exact
+  "$work/venv-duckdb/bin/python" - "$1" "$run/jsonl" "$total" <<'PY'
+import duckdb, glob, json, sys
+db, jsonl, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = duckdb.connect(db, read_only=True)
+n = c.execute("select count(*) from fullstory.events").fetchone()[0]
+got = {r[0]: r[1:] for r in c.execute(
+    "select eventkey, userid, sessionid, pageid, indvid from fullstory.events").fetchall()}
+want = {}
+for f in glob.glob(jsonl + "/events-*.jsonl"):
+    for line in open(f):
+        r = json.loads(line)
+        want[r["EventKey"]] = (r.get("UserId"), r.get("SessionId"), r.get("PageId"), r.get("IndvId"))
+if n != total or len(got) != total or set(got) != set(want):
+    sys.exit(f"{n} rows, {len(got)} keys; expected the {total} EventKeys of the bundles once each; missing: {sorted(set(want) - set(got))[:3]}")
+wrong = [k for k in want if got[k] != want[k]]
+if wrong:
+    sys.exit(f"{len(wrong)} rows with IDs not as exported, e.g. {got[wrong[0]]} for {want[wrong[0]]}")
+big = sum(v == 2**63 - 1 for ids in got.values() for v in ids)
+if not big:
+    sys.exit("no 64-bit ID of 2^63-1 came through")
+print(n)
+PY
+}
+check_duckdb "$run/duckdb/warehouse.duckdb" >/dev/null || fail "target-duckdb did not load every event exactly once"
+project14="$run/meltano-duckdb"
+rm -rf "$project14" && mkdir -p "$project14/output"
+sed -e "s#http://127.0.0.1:8765#http://127.0.0.1:$port#" -e 's#^    pip_url: \.\.$#    executable: tap-fullstory#' \
+  examples/meltano-duckdb.yml >"$project14/meltano.yml"
+grep -q '^    executable: tap-fullstory$' "$project14/meltano.yml" || fail "examples/meltano-duckdb.yml: no 'pip_url: ..' line for the tap"
+(
+  cd "$project14"
+  export PATH="$work/venv-meltano/bin:$PATH" MELTANO_SEND_ANONYMOUS_USAGE_STATS=false
+  export TAP_FULLSTORY_API_KEY=demo-key
+  meltano install >"$run/meltano14-install.log" 2>&1 || fail "meltano install (DuckDB): $(tail -5 "$run/meltano14-install.log")"
+  for pass in 1 2; do
+    meltano run tap-fullstory target-duckdb >"$run/meltano14-$pass.log" 2>&1 \
+      || fail "meltano run $pass (target-duckdb): $(tail -5 "$run/meltano14-$pass.log")"
+  done
+  grep -q "0 bundles to sync" "$run/meltano14-2.log" || fail "meltano run 2 (target-duckdb) did not resume from its state"
+)
+check_duckdb "$project14/output/warehouse.duckdb" >/dev/null || fail "Meltano into DuckDB did not load every event exactly once"
+say "   $total events into DuckDB once each, piped and through Meltano (duckdb 1.2.2; 64-bit IDs exact)"
+
+echo "e2e: 14 passed, 0 failed"

@@ -20,20 +20,6 @@ fn seg_config(server: &Server, days: i64) -> Value {
     cfg
 }
 
-fn rest_config(srv: &Server) -> Value {
-    let mut cfg = config(srv);
-    cfg["api_url"] = json!(srv.url());
-    cfg
-}
-
-fn select(streams: &[&str]) -> Value {
-    let entries: Vec<Value> = streams
-        .iter()
-        .map(|s| json!({"tap_stream_id": s, "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}))
-        .collect();
-    json!({ "streams": entries })
-}
-
 fn records_of(run: &Run, stream: &str) -> Vec<Value> {
     run.messages()
         .into_iter()

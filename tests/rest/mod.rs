@@ -28,21 +28,6 @@ const HISTORIES: &[&str] = &[
     "target_rule_history",
 ];
 
-/// A catalog selecting exactly `streams`.
-fn select(streams: &[&str]) -> Value {
-    let entries: Vec<Value> = streams
-        .iter()
-        .map(|s| json!({"tap_stream_id": s, "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}))
-        .collect();
-    json!({ "streams": entries })
-}
-
-fn rest_config(srv: &Server) -> Value {
-    let mut config = config(srv);
-    config["api_url"] = json!(srv.url());
-    config
-}
-
 /// Records per stream.
 fn by_stream(run: &Run) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();

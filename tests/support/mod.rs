@@ -45,6 +45,22 @@ pub fn config(server: &Server) -> Value {
     })
 }
 
+/// [`config`] with the REST and Segment Export APIs (`api_url`) on `server`.
+pub fn rest_config(server: &Server) -> Value {
+    let mut cfg = config(server);
+    cfg["api_url"] = json!(server.url());
+    cfg
+}
+
+/// A catalog selecting exactly `streams`, every field of each.
+pub fn select(streams: &[&str]) -> Value {
+    let entries: Vec<Value> = streams
+        .iter()
+        .map(|s| json!({"tap_stream_id": s, "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}))
+        .collect();
+    json!({ "streams": entries })
+}
+
 /// One run of the binary.
 pub struct Tap {
     dir: tempfile::TempDir,

@@ -9,20 +9,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-fn rest_config(srv: &Server) -> Value {
-    let mut config = config(srv);
-    config["api_url"] = json!(srv.url());
-    config
-}
-
-fn select(streams: &[&str]) -> Value {
-    let entries: Vec<Value> = streams
-        .iter()
-        .map(|s| json!({"tap_stream_id": s, "metadata": [{"breadcrumb": [], "metadata": {"selected": true}}]}))
-        .collect();
-    json!({ "streams": entries })
-}
-
 /// Per stream: the ids of its records, the versions they carry, and the
 /// versions activated, checking that each ACTIVATE_VERSION comes after the
 /// stream's last record and right before a STATE.

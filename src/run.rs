@@ -73,7 +73,7 @@ pub(crate) async fn sync<W: Write>(
                 stream.sync(source, &mut state, out).await?;
             }
             Backend::Rest(resource) => {
-                let spool_dir = config.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+                let spool_dir = options.spool_dir.clone();
                 let source = Rest::new(client, retry, def, resource, spool_dir);
                 // A stream the key may not read stops only itself.
                 match stream.sync(source, &mut state, out).await {

@@ -672,8 +672,11 @@ python3 -m venv "$run/venv-tap"
 "$run/venv-tap/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$run/wheels" "$root" >"$run/pip-wheel.log" 2>&1 \
   || fail "pip wheel: $(tail -5 "$run/pip-wheel.log")"
 wheel=$(ls "$run"/wheels/tap_fullstory-*.whl)
-"$py" -m zipfile -l "$wheel" | grep -q 'tap_fullstory-[^/]*\.data/scripts/tap-fullstory ' \
-  || fail "the wheel holds no tap-fullstory script: $("$py" -m zipfile -l "$wheel")"
+# The listing is read whole before it is searched: `grep -q` stops reading at
+# the first match, and under pipefail the lister's broken pipe fails the step.
+listing=$("$py" -m zipfile -l "$wheel")
+grep -q 'tap_fullstory-[^/]*\.data/scripts/tap-fullstory ' <<<"$listing" \
+  || fail "the wheel holds no tap-fullstory script: $listing"
 project13="$run/meltano-wheel"
 rm -rf "$project13" && mkdir -p "$project13"
 gone_user=9007199254740999 gone_segment=seg-5

@@ -246,7 +246,8 @@ tap-fullstory --config "$run/config.json" --config "$run/slower.json" >"$run/pip
 tap=$!
 disown "$tap" # no job report when it is killed
 for _ in $(seq 1 300); do
-  [ "$(grep -c 'INFO bundle [0-9]*/' "$run/tap5a.log" 2>/dev/null)" -ge 3 ] && break
+  seen=$(grep -c 'INFO bundle [0-9]*/' "$run/tap5a.log" 2>/dev/null) || true # the log may not exist yet
+  [ "${seen:-0}" -ge 3 ] && break
   sleep 0.1
 done
 kill -KILL "$tap" 2>/dev/null || fail "the tap finished before it could be killed"
@@ -631,7 +632,8 @@ tap=$!
 disown "$tap"
 # Killed once three windows are written, with later ones' exports in flight.
 for _ in $(seq 1 600); do
-  [ "$(grep -c 'INFO window [0-9]*/' "$run/tap12a.log" 2>/dev/null)" -ge 3 ] && break
+  seen=$(grep -c 'INFO window [0-9]*/' "$run/tap12a.log" 2>/dev/null) || true # the log may not exist yet
+  [ "${seen:-0}" -ge 3 ] && break
   sleep 0.05
 done
 kill -KILL "$tap" 2>/dev/null || fail "step 12: the tap finished before it could be killed"

@@ -9,7 +9,8 @@ use clap::Parser;
 use crate::about::{self, AboutFormat};
 use crate::catalog::{Selections, catalog_selecting};
 use crate::config::{ENV_SOURCE, RawConfig};
-use crate::error::{EXIT_INPUT, Error, Result, Signal, one_line};
+use crate::error::{EXIT_INPUT, Error, Result, one_line};
+use crate::shutdown::{self, Stop};
 use crate::singer::SingerWriter;
 use crate::state::State;
 
@@ -141,13 +142,14 @@ fn run(args: Args) -> Result<()> {
     let _file_size_limit = runtime.block_on(async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(libc::SIGXFSZ))
     });
-    runtime.spawn(shutdown_watchdog());
+    let stop = Stop::default();
+    runtime.spawn(shutdown::watchdog(stop.clone()));
     let result = runtime.block_on(async {
         tokio::select! {
             biased;
-            signal = shutdown_signal() => Err(Error::Interrupted(signal)),
+            signal = shutdown::signal() => Err(Error::Interrupted(signal)),
             () = output_closed() => Err(Error::OutputClosed),
-            done = crate::run::sync(config, state, selections, &mut out) => done,
+            done = crate::run::sync(config, state, selections, stop, &mut out) => done,
         }
     });
     // Downloads still in flight are abandoned; their spool files are
@@ -163,40 +165,6 @@ fn print_stdout(text: &str) -> Result<()> {
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(Error::from_output)
-}
-
-/// After a signal, how long a unit already going to stdout may take to
-/// finish (with its STATE) before the process stops regardless.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Bounds shutdown when the target stops reading without closing its input:
-/// a write to it would block forever. A second signal stops at once.
-async fn shutdown_watchdog() {
-    let signal = shutdown_signal().await;
-    tokio::select! {
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {}
-        _ = shutdown_signal() => {}
-    }
-    let err = Error::Interrupted(signal);
-    tracing::error!(
-        "{err} (forced: output did not drain; records after the last STATE will be sent again next run)"
-    );
-    std::process::exit(err.exit_code());
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() -> Signal {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => Signal::Int,
-        _ = term.recv() => Signal::Term,
-    }
 }
 
 /// Resolves when stdout is a pipe whose reader has gone away, so a run that is

@@ -29,6 +29,7 @@ pub mod read;
 pub mod record;
 pub(crate) mod redact;
 pub(crate) mod run;
+pub(crate) mod shutdown;
 pub(crate) mod singer;
 pub(crate) mod source;
 pub(crate) mod spool;

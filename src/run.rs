@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::http::Client;
 use crate::http::retry::Retry;
 use crate::pipeline::{Options, Pipeline};
+use crate::shutdown::Stop;
 use crate::singer::SingerWriter;
 use crate::source::Source;
 use crate::source::data_export::DataExport;
@@ -27,11 +28,12 @@ pub(crate) async fn sync<W: Write>(
     config: Config,
     mut state: State,
     selections: Selections,
+    stop: Stop,
     out: &mut SingerWriter<W>,
 ) -> Result<()> {
     let client = Arc::new(Client::new(&config)?);
     let retry = Retry::from_config(&config);
-    let options = Options::from_config(&config);
+    let options = Options::from_config(&config, stop);
     let none_selected = STREAMS.iter().all(|def| selections.get(def.name).is_none());
     // REST streams refused for the key's role, as "name (why)".
     let mut refused: Vec<String> = Vec::new();

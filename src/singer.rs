@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use serde_json::{Value, json};
@@ -17,9 +18,33 @@ const OUT_BUF: usize = 256 * 1024;
 /// process may set by default.
 const PIPE_SIZE: usize = 1024 * 1024;
 
+/// Bytes handed to the sink by every writer in the process: how a
+/// shutdown tells a target that reads slowly from one that stopped.
+static BYTES_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// How many bytes of Singer messages the sink has taken so far.
+pub(crate) fn bytes_out() -> u64 {
+    BYTES_OUT.load(Ordering::Relaxed)
+}
+
 /// Writes Singer messages, one JSON object per line, through one buffer.
 pub(crate) struct SingerWriter<W: Write> {
-    out: BufWriter<W>,
+    out: BufWriter<Taken<W>>,
+}
+
+/// A sink that counts what it takes into [`BYTES_OUT`].
+struct Taken<W>(W);
+
+impl<W: Write> Write for Taken<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(buf)?;
+        BYTES_OUT.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
 }
 
 impl SingerWriter<File> {
@@ -42,7 +67,7 @@ impl<W: Write> SingerWriter<W> {
     /// A writer over any sink (tests use a `Vec<u8>`).
     pub(crate) fn new(inner: W) -> SingerWriter<W> {
         SingerWriter {
-            out: BufWriter::with_capacity(OUT_BUF, inner),
+            out: BufWriter::with_capacity(OUT_BUF, Taken(inner)),
         }
     }
 
@@ -132,6 +157,7 @@ impl<W: Write> SingerWriter<W> {
     pub(crate) fn into_inner(self) -> Result<W> {
         self.out
             .into_inner()
+            .map(|taken| taken.0)
             .map_err(|e| Error::from_output(e.into_error()))
     }
 }

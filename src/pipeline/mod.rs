@@ -39,7 +39,8 @@
 //!    │                            the source renews is prepared again
 //!    └─ commit, in block_in_place: unzstd spool ("unspool" thread) → stdout
 //!       (or publish the batch file → BATCH), then STATE
-//! watchdog task: after a signal, exits if output does not drain in time
+//! watchdog task (shutdown.rs): a signal raises the stop flag, read before
+//! each commit; exits if the output then takes nothing for 10 s
 //! ```
 //!
 //! Only `run` writes stdout, in unit order; a dropped [`FetchTask`] aborts
@@ -68,6 +69,7 @@ use crate::http::Failure;
 use crate::metrics;
 use crate::progress::{UnitDone, human_bytes, log_download, log_progress, peak_rss};
 use crate::record::{Properties, Shaper};
+use crate::shutdown::Stop;
 use crate::singer::SingerWriter;
 use crate::source::{Body, Prepared, Source};
 use crate::spool::{Spool, SpoolMeter, SpoolTarget, create_spool};
@@ -98,11 +100,13 @@ pub(crate) struct Options {
     /// This run's table version (milliseconds since the epoch), for the
     /// FULL_TABLE streams; `None` sends no versions.
     pub(crate) table_version: Option<u64>,
+    /// Raised by a signal: the run ends before its next commit.
+    pub(crate) stop: Stop,
 }
 
 impl Options {
     /// The options the settings give, with a new run id for batch files.
-    pub(crate) fn from_config(config: &Config) -> Options {
+    pub(crate) fn from_config(config: &Config, stop: Stop) -> Options {
         Options {
             spool_dir: config.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
             progress_interval: config.progress_interval,
@@ -115,6 +119,7 @@ impl Options {
             // activated over such rows would delete them all.
             table_version: (config.activate_version && config.batch.is_none())
                 .then(|| Utc::now().timestamp_millis().max(0) as u64),
+            stop,
         }
     }
 
@@ -337,6 +342,12 @@ impl<'r, W: Write, S: Source> Pipeline<'r, W, S> {
             let Some(mut spooled) = spooled else {
                 break;
             };
+            // A signal that came while the previous unit went out (or
+            // while this one was fetched) ends the run here, between units.
+            if let Some(signal) = fetcher.options.stop.requested() {
+                stop(ahead).await;
+                return Err(Error::Interrupted(signal));
+            }
             let skipped = spooled.spool.is_none();
             if let Err(e) = self.commit(unit, &mut spooled, n + 1 == total) {
                 stop(ahead).await;

@@ -40,6 +40,8 @@ fn push(log: &Log, entry: Entry) {
 struct Stdout {
     log: Log,
     partial: Vec<u8>,
+    /// Raised (as a SIGTERM would) when the first RECORD arrives.
+    stop_at_first_record: Option<Stop>,
 }
 
 impl Write for Stdout {
@@ -47,7 +49,12 @@ impl Write for Stdout {
         self.partial.extend_from_slice(buf);
         while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let value = serde_json::from_slice(&line).expect("stdout is JSON lines");
+            let value: Value = serde_json::from_slice(&line).expect("stdout is JSON lines");
+            if value["type"] == "RECORD"
+                && let Some(stop) = self.stop_at_first_record.take()
+            {
+                stop.request(crate::error::Signal::Term);
+            }
             push(&self.log, Entry::Line(value));
         }
         Ok(buf.len())
@@ -327,6 +334,7 @@ fn options(dir: &std::path::Path) -> Options {
         batch: None,
         property_columns: Some(500),
         table_version: None,
+        stop: Stop::default(),
     }
 }
 
@@ -369,16 +377,28 @@ async fn run_stream<const A: usize>(
     version: Option<u64>,
 ) -> Result<Summary> {
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::clone(&fake.log);
-    let mut out = SingerWriter::new(Stdout {
-        log,
-        partial: Vec::new(),
-    });
-    let schema = Schema::of(stream);
-    let selection = Selection::all(&schema);
     let mut options = options(dir.path());
     options.batch = batch;
     options.table_version = version;
+    run_out(fake, state, stream, options, false).await
+}
+
+/// Runs `stream` from the fake with `options`; with `signal`, a SIGTERM is
+/// noted (in `options.stop`) as the first record goes out.
+async fn run_out<const A: usize>(
+    fake: Fake<A>,
+    state: &mut State,
+    stream: &'static StreamDef,
+    options: Options,
+    signal: bool,
+) -> Result<Summary> {
+    let mut out = SingerWriter::new(Stdout {
+        log: Arc::clone(&fake.log),
+        partial: Vec::new(),
+        stop_at_first_record: signal.then(|| options.stop.clone()),
+    });
+    let schema = Schema::of(stream);
+    let selection = Selection::all(&schema);
     let result = Pipeline::new(fake, schema, selection, options, state, &mut out)
         .run()
         .await;
@@ -692,6 +712,33 @@ async fn a_signal_between_units_leaves_output_that_resumes() {
     assert!(
         hung.load(Ordering::SeqCst),
         "unit 2's fetch was not stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_while_a_unit_goes_out_ends_the_run_after_its_state() {
+    // Every body is there at once, so the next unit is fetched before the
+    // one going out is done and the run never has to wait: only the stop
+    // flag, read before each commit, can end it between units.
+    let log = Log::default();
+    let fake = Fake::<1>::new(&log, vec![ok(1), ok(2), ok(3), ok(4)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = State::default();
+    let result = run_out(fake, &mut state, &EVENTS, options(dir.path()), true).await;
+    assert!(
+        matches!(result, Err(Error::Interrupted(crate::error::Signal::Term))),
+        "{result:?}"
+    );
+    let first = lines(&log);
+    assert_eq!(assert_exactly_once_in_order(&first), whole(&[1]));
+    assert_eq!(last_done(&first), 1);
+    // A rerun from that STATE writes the rest, once.
+    let rest = Fake::<1>::new(&log, vec![ok(1), ok(2), ok(3), ok(4)]);
+    log.lock().unwrap().clear();
+    run(rest, &mut state).await.unwrap();
+    assert_eq!(
+        assert_exactly_once_in_order(&lines(&log)),
+        whole(&[2, 3, 4])
     );
 }
 

@@ -647,6 +647,47 @@ fn a_target_that_stops_reading_cannot_hold_the_tap_after_a_second_signal() {
     assert_eq!(status.code(), Some(143));
 }
 
+#[test]
+fn a_signal_while_a_target_reads_slowly_ends_the_run_after_the_bundle_going_out() {
+    // Every bundle is there at once, so the next one is fetched while one
+    // goes out and the tap never waits on the network: the signal must
+    // still stop it between bundles, not run on to the end.
+    let specs = bundles(6, 2000, Encoding::GzipFile);
+    let srv = server(specs.clone());
+    let tap = Tap::new().config(&config(&srv));
+    let mut child = tap.spawn();
+    let mut stdout = child.stdout.take().unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    while !blocked_on_pipe(pid) && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(blocked_on_pipe(pid), "the tap never blocked on its stdout");
+    kill(pid, Signal::TERM);
+    // The target reads on, more slowly than the tap fetches: 64 KiB every
+    // 10 ms, a bundle (3 MB of RECORDs) in about half a second.
+    let mut out = Vec::new();
+    let mut block = vec![0u8; 64 * 1024];
+    loop {
+        match stdout.read(&mut block).unwrap() {
+            0 => break,
+            n => out.extend_from_slice(&block[..n]),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut output = child.wait_with_output().unwrap();
+    output.stdout = out;
+    let run = Run::from(output);
+    run.assert_no_secret();
+    assert_stopped_consistently(&run, 143, &specs);
+    let written = run.records().len();
+    assert!(
+        written > 0 && written < 6 * 2000,
+        "{written} records: the run should stop between bundles"
+    );
+    assert!(!run.stderr.contains("forced"), "{}", run.stderr);
+}
+
 /// Sends `signal` to process `pid`.
 fn kill(pid: u32, signal: Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a child's pid");

@@ -582,7 +582,9 @@ impl Shaper {
 
 /// The digits of a key given as the other of a JSON number and a string:
 /// a string of an integer's digits for an integer key (that fits `i64`), a
-/// whole number for a string key.
+/// whole number for a string key. Only an integer's one written form is
+/// taken: leading zeros or `-0` would be a JSON number no reader accepts
+/// (or one key written two ways), so such a key is not one.
 fn key_digits(kind: FieldKind, value: &[u8]) -> Option<&[u8]> {
     let digits = match (kind, value.first()?) {
         (FieldKind::Integer, b'"') if value.len() >= 3 => &value[1..value.len() - 1],
@@ -591,8 +593,13 @@ fn key_digits(kind: FieldKind, value: &[u8]) -> Option<&[u8]> {
     };
     let body = digits.strip_prefix(b"-").unwrap_or(digits);
     let whole = !body.is_empty() && body.iter().all(u8::is_ascii_digit);
+    let canonical = match body {
+        [b'0'] => body.len() == digits.len(),
+        [b'0', ..] => false,
+        _ => true,
+    };
     let fits = kind != FieldKind::Integer || values::integer_fits(digits);
-    (whole && fits).then_some(digits)
+    (whole && canonical && fits).then_some(digits)
 }
 
 #[cfg(test)]
@@ -620,6 +627,7 @@ mod tests {
                 r#"{"NumEvents":1,"IndvId":"-9223372036854775808"}"#,
                 r#""record":{"NumEvents":1,"IndvId":-9223372036854775808}"#,
             ),
+            (r#"{"IndvId":"0"}"#, r#""record":{"IndvId":0}"#),
         ] {
             let (line, _) = shape(&mut s, row);
             assert!(line.contains(want), "{line}");
@@ -634,12 +642,18 @@ mod tests {
             r#"{"IndvId":"9223372036854775808"}"#,
             r#"{"IndvId":1.5}"#,
             r#"{"IndvId":""}"#,
+            // Digits no JSON reader takes as a number, or a second way of
+            // writing a key: not coerced.
+            r#"{"IndvId":"00042"}"#,
+            r#"{"IndvId":"-00"}"#,
+            r#"{"IndvId":"-0"}"#,
+            r#"{"IndvId":"-"}"#,
         ] {
             let mut out = Vec::new();
             s.shape(row.as_bytes(), &mut out).unwrap();
             assert!(out.is_empty(), "{row}: {}", String::from_utf8_lossy(&out));
         }
-        assert_eq!(s.finish_unit("window").keyless, 7);
+        assert_eq!(s.finish_unit("window").keyless, 11);
 
         // A string key sent as a number keeps its digits, as a string.
         let users = Schema::of(&crate::stream::rest::USERS);

@@ -146,6 +146,44 @@ fn ids_that_are_dot_segments_never_address_another_resource() {
 }
 
 #[test]
+fn a_listed_user_without_an_id_to_fetch_is_passed_over_not_fatal() {
+    let mut rest = synthetic_rest(4, 1, 1);
+    rest.users[0].listed = r#"{"id":"","uid":"empty"}"#.into();
+    rest.users[1].listed = r#"{"id":1.5e3,"uid":"fraction"}"#.into();
+    rest.users[2].listed = r#"{"uid":"none"}"#.into();
+    let srv = Server::start(ServerOptions {
+        api_key: KEY.to_string(),
+        rest,
+        ..ServerOptions::default()
+    })
+    .unwrap();
+    let run = Tap::new()
+        .config(&rest_config(&srv))
+        .catalog(&select(&["user"]))
+        .run()
+        .success();
+    let users = records_of(&run, "user");
+    assert_eq!(users.len(), 1, "only the user with an id: {users:?}");
+    assert!(
+        run.stderr.contains("no id to fetch it by") && run.stderr.contains(r#""uid":"empty""#),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("3 listed users had no id"),
+        "{}",
+        run.stderr
+    );
+    // Only the user with an id was fetched on its own.
+    let fetched = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/users/"))
+        .count();
+    assert_eq!(fetched, 1);
+}
+
+#[test]
 fn a_storage_error_quoting_the_signature_never_prints_it() {
     let srv = server(bundles(1, 20, Encoding::GzipFile));
     srv.push_fault(Route::Download, Fault::QuoteSignature { code: 403 });

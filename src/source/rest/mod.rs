@@ -309,6 +309,8 @@ struct PageWalk {
     empty_run: usize,
     /// Collects the listed users' ids instead of writing the items.
     ids: Option<Vec<String>>,
+    /// Listed users passed over as they have no id to fetch them by.
+    no_id: usize,
 }
 
 /// Pages in a row with no items after which a list that still names a next
@@ -330,6 +332,7 @@ impl PageWalk {
             items: 0,
             empty_run: 0,
             ids: None,
+            no_id: 0,
         }
     }
 
@@ -519,7 +522,18 @@ impl Pages {
         };
         for item in &page.items {
             match &mut walk.ids {
-                Some(ids) => ids.push(user_id(item)?),
+                Some(ids) => match user_id(item) {
+                    Some(id) => ids.push(id),
+                    None => {
+                        walk.no_id += 1;
+                        if walk.no_id == 1 {
+                            tracing::warn!(
+                                "{what}: a listed user has no id to fetch it by (a string or integer), so it is passed over: {}",
+                                snippet(item.get().as_bytes())
+                            );
+                        }
+                    }
+                },
                 None => self.push(item, out)?,
             }
         }
@@ -536,7 +550,14 @@ impl Pages {
                         .into_iter()
                         .filter(|id| seen.insert(id.clone()))
                         .collect();
-                    let twice = walk.items - ids.len();
+                    let twice = walk.items - walk.no_id - ids.len();
+                    if walk.no_id > 1 {
+                        tracing::warn!(
+                            "{}: {} listed users had no id to fetch them by and were passed over",
+                            self.requests.label,
+                            walk.no_id
+                        );
+                    }
                     if twice > 0 {
                         tracing::warn!(
                             "{}: {twice} users were listed more than once (the same id on several pages); each is fetched and written once",
@@ -679,14 +700,9 @@ impl Requests {
     }
 }
 
-/// A listed user's `id`, as text.
-fn user_id(item: &RawValue) -> Result<String> {
-    key_of(item, "id").ok_or_else(|| {
-        Error::Api(format!(
-            "a listed user has no usable id: {}",
-            snippet(item.get().as_bytes())
-        ))
-    })
+/// A listed user's `id`, as text; none if it has no usable one.
+fn user_id(item: &RawValue) -> Option<String> {
+    key_of(item, "id")
 }
 
 /// `{api}/v2/users/{segment}?include_schema=true`, for the user id
@@ -704,11 +720,18 @@ mod tests {
     fn user_ids_and_urls() {
         let raw = |s: &str| serde_json::from_str::<Box<RawValue>>(s).unwrap();
         assert_eq!(user_id(&raw(r#"{"id":"a/b c"}"#)).unwrap(), "a/b c");
+        for none in [
+            r#"{"uid":"x"}"#,
+            r#"{"id":""}"#,
+            r#"{"id":1.5e3}"#,
+            r#"{"id":null}"#,
+        ] {
+            assert_eq!(user_id(&raw(none)), None, "{none}");
+        }
         assert_eq!(
             user_id(&raw(r#"{"id":9223372036854775807}"#)).unwrap(),
             "9223372036854775807"
         );
-        assert!(user_id(&raw(r#"{"uid":"x"}"#)).is_err());
         assert_eq!(
             user_url("http://127.0.0.1:9", &path_segment("a/b c").unwrap()),
             "http://127.0.0.1:9/v2/users/a%2Fb%20c?include_schema=true"

@@ -215,6 +215,13 @@ impl RawConfig {
 
     /// Checks every setting and produces the run's configuration.
     pub(crate) fn validate(&self, now: DateTime<Utc>) -> Result<Config> {
+        // The key is a secret before anything else can print it, even a
+        // warning about a setting named like it.
+        if let Some((Value::String(s), _)) = self.get("api_key")
+            && !s.trim().is_empty()
+        {
+            redact::register_secret(s.trim());
+        }
         for (key, _, source) in &self.values {
             if !SETTINGS.iter().any(|s| s.name == key) {
                 tracing::warn!("{}: unknown setting, ignored", source.describe(key));
@@ -223,11 +230,7 @@ impl RawConfig {
 
         let api_key = match self.get("api_key") {
             None => return Err(missing("api_key")),
-            Some((Value::String(s), _)) if !s.trim().is_empty() => {
-                // Before anything else can print it.
-                redact::register_secret(s.trim());
-                ApiKey(s.trim().to_string())
-            }
+            Some((Value::String(s), _)) if !s.trim().is_empty() => ApiKey(s.trim().to_string()),
             Some((Value::String(_), source)) => {
                 return Err(bad(
                     source,

@@ -122,6 +122,13 @@ fn unknown_config_keys_are_a_warning() {
     let run = Tap::new().config(&cfg).run().success();
     assert!(run.stderr.contains("WARN") && run.stderr.contains("'api_token': unknown setting"));
     assert_eq!(run.records().len(), 2);
+
+    // A setting named like the key (pasted into the wrong place) is warned
+    // about without printing it.
+    cfg[KEY] = json!(1);
+    let run = Tap::new().config(&cfg).run().success();
+    assert!(run.stderr.contains("unknown setting"), "{}", run.stderr);
+    run.assert_no_secret();
 }
 
 #[test]

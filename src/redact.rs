@@ -323,8 +323,25 @@ impl Write for Line {
 }
 
 impl Line {
+    /// The event redacted, and kept to one line: a line break or other
+    /// control character inside it (a server's text, an id it named) is
+    /// written escaped, so it can neither split the event nor pose as the
+    /// start of another. Tabs and the escape that starts a colour stay.
     fn redacted(&self) -> String {
-        redact(&String::from_utf8_lossy(&self.0))
+        let text = redact(&String::from_utf8_lossy(&self.0));
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let mut line = String::with_capacity(text.len() + 1);
+        for c in body.chars() {
+            match c {
+                '\n' => line.push_str("\\n"),
+                '\r' => line.push_str("\\r"),
+                '\t' | '\u{1b}' => line.push(c),
+                c if c.is_control() => line.push_str(&c.escape_unicode().to_string()),
+                c => line.push(c),
+            }
+        }
+        line.push('\n');
+        line
     }
 }
 
@@ -343,6 +360,17 @@ mod tests {
     use super::*;
 
     // Keys are registered for the whole test process; each test uses its own.
+
+    #[test]
+    fn a_log_event_stays_one_line_whatever_it_quotes() {
+        let event = "2026-01-01T00:00:00Z ERROR user 1/1 (id evil\n2099-01-01T00:00:00Z  INFO sync complete\r\u{7}\tx \u{1b}[31m)\n";
+        let line = Line(event.as_bytes().to_vec()).redacted();
+        assert_eq!(
+            line,
+            "2026-01-01T00:00:00Z ERROR user 1/1 (id evil\\n2099-01-01T00:00:00Z  INFO sync complete\\r\\u{7}\tx \u{1b}[31m)\n"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+    }
 
     #[test]
     fn a_signed_links_query_values_and_path_are_secrets() {

@@ -250,6 +250,12 @@ impl RawConfig {
                 "is in the future; no bundle can end after it yet",
             ));
         }
+        if start_date.timestamp() < 0 {
+            return Err(self.bad(
+                "start_date",
+                "is before 1970, long before FullStory recorded anything; use the date your account began capturing",
+            ));
+        }
         let end_date = self.datetime("end_date")?;
         if let Some(end) = end_date
             && end <= start_date
@@ -272,6 +278,12 @@ impl RawConfig {
         let user_agent = self
             .string("user_agent")?
             .unwrap_or_else(|| format!("tap-fullstory/{}", env!("CARGO_PKG_VERSION")));
+        if reqwest::header::HeaderValue::from_str(&user_agent).is_err() {
+            return Err(self.bad(
+                "user_agent",
+                "cannot be sent as an HTTP header: use printable ASCII, with no line breaks or control characters",
+            ));
+        }
 
         Ok(Config {
             api_key,

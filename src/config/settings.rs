@@ -75,7 +75,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         required: true,
         secret: false,
         default: None,
-        description: "Sync bundles that end after this instant when no state is given. RFC 3339, or YYYY-MM-DD for midnight UTC.",
+        description: "Sync bundles that end after this instant when no state is given. RFC 3339, or YYYY-MM-DD for midnight UTC; not before 1970.",
     },
     setting(
         "end_date",
@@ -141,7 +141,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "user_agent",
         Kind::String,
         Some("tap-fullstory/<version>"),
-        "User-Agent header sent with every request.",
+        "User-Agent header sent with every request (printable ASCII).",
     ),
     setting(
         "request_timeout",

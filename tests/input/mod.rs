@@ -110,6 +110,17 @@ fn config_problems_name_the_file_and_key() {
         Tap::new().config(&cfg),
         &["config file", "'request_timeout'"],
     );
+    let mut cfg = good_config();
+    cfg["user_agent"] = json!("a\r\nX-Evil: 1");
+    rejects(
+        Tap::new().config(&cfg),
+        &["config file", "'user_agent'", "HTTP header"],
+    );
+    for early in ["0000-01-01", "-0001-01-01T00:00:00Z", "1969-12-31"] {
+        let mut cfg = good_config();
+        cfg["start_date"] = json!(early);
+        rejects(Tap::new().config(&cfg), &["config file", "'start_date'"]);
+    }
     let run = Tap::new().arg("--bogus-flag").run().failure(2);
     assert!(run.stdout.is_empty() && run.stderr.contains("--bogus-flag"));
 }

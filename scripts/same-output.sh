@@ -116,7 +116,8 @@ run() {
     failed=1
   elif ! cmp "$work/$name.before.masked" "$work/$name.after.masked"; then
     echo "DIFFERENT $name: stdout (first differing lines below)" >&2
-    diff "$work/$name.before.masked" "$work/$name.after.masked" | head -6 | cut -c1-300 >&2
+    # diff's own status (1: they differ) must not end the script here.
+    { diff "$work/$name.before.masked" "$work/$name.after.masked" || true; } | head -6 | cut -c1-300 >&2
     failed=1
   elif ! diff -r "$work/$name.before.batches" "$work/$name.after.batches" >/dev/null; then
     echo "DIFFERENT $name: batch files" >&2

@@ -759,6 +759,17 @@ mod tests {
         assert_eq!(mid.to_value()["currently_syncing"], Value::Null);
         assert_eq!(out["bookmarks"]["other"], json!({"x": 1}));
         assert!(out.get("events").is_none());
+
+        // Numbers another tool kept keep their text, however long.
+        let text = r#"{"bookmarks":{"other_stream":{"n":123456789012345678901234567890,"f":1.10,"e":1e+2}},"seq":-0.0}"#;
+        let state = parse(serde_json::from_str(text).unwrap()).unwrap();
+        let out = serde_json::to_string(&state.to_value()).unwrap();
+        assert!(
+            out.contains(
+                r#""other_stream":{"n":123456789012345678901234567890,"f":1.10,"e":1e+2}"#
+            ) && out.contains(r#""seq":-0.0"#),
+            "{out}"
+        );
     }
 
     #[test]

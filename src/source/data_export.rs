@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{HttpBody, Source};
+use super::{Download, HttpBody, Source};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::body::read_small;
@@ -212,13 +212,15 @@ impl Source for DataExport {
         let resp = self.client.get(&url, GET).await?;
         Ok(HttpBody::resumable(
             resp,
-            Arc::clone(&self.client),
-            url,
-            GET,
-            true,
-            Some(Arc::clone(&self.downloads)),
-            self.retry,
-            format!("bundle {}", bundle.id),
+            Download {
+                client: Arc::clone(&self.client),
+                url,
+                endpoint: GET,
+                auth: true,
+                pace: Some(Arc::clone(&self.downloads)),
+                retry: self.retry,
+                what: format!("bundle {}", bundle.id),
+            },
         ))
     }
 

@@ -59,34 +59,29 @@ pub(crate) struct HttpBody {
 /// checks of the whole body (gzip CRC and length, a closed array) decide,
 /// as ever, whether the unit is complete.
 pub(crate) struct Resume {
-    client: Arc<Client>,
-    url: String,
-    endpoint: Endpoint,
-    /// Whether the key goes along (not to a signed storage link).
-    auth: bool,
-    /// The pace downloads keep, if they have one.
-    pace: Option<Arc<Pace>>,
-    retry: Retry,
-    /// What the download is, for the log.
-    what: String,
+    download: Download,
     validator: Option<HeaderValue>,
     resumed: u32,
 }
 
+/// Where a download came from, so its rest can be asked for the same way.
+pub(crate) struct Download {
+    pub(crate) client: Arc<Client>,
+    pub(crate) url: String,
+    pub(crate) endpoint: Endpoint,
+    /// Whether the key goes along (not to a signed storage link).
+    pub(crate) auth: bool,
+    /// The pace downloads keep, if they have one.
+    pub(crate) pace: Option<Arc<Pace>>,
+    pub(crate) retry: Retry,
+    /// What the download is, for the log.
+    pub(crate) what: String,
+}
+
 impl HttpBody {
-    /// A download of `url` that asks for the rest after a break, up to the
-    /// retry policy's number of times.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn resumable(
-        resp: Response,
-        client: Arc<Client>,
-        url: String,
-        endpoint: Endpoint,
-        auth: bool,
-        pace: Option<Arc<Pace>>,
-        retry: Retry,
-        what: String,
-    ) -> HttpBody {
+    /// The first response of `download`, which asks for the rest after a
+    /// break, up to the retry policy's number of times.
+    pub(crate) fn resumable(resp: Response, download: Download) -> HttpBody {
         let headers = resp.headers();
         let refuses = headers
             .get(ACCEPT_RANGES)
@@ -101,13 +96,7 @@ impl HttpBody {
         HttpBody {
             resp,
             resume: (!refuses).then_some(Resume {
-                client,
-                url,
-                endpoint,
-                auth,
-                pace,
-                retry,
-                what,
+                download,
                 validator,
                 resumed: 0,
             }),
@@ -124,25 +113,26 @@ impl HttpBody {
         if self.received == 0 || self.received >= total {
             return Err("nothing to resume".into());
         }
-        if resume.resumed >= resume.retry.max_retries {
+        let download = &resume.download;
+        if resume.resumed >= download.retry.max_retries {
             return Err(format!("resumed {} times already", resume.resumed));
         }
         resume.resumed += 1;
         let from = self.received;
-        tokio::time::sleep(resume.retry.backoff.delay(resume.resumed, None)).await;
-        if let Some(pace) = &resume.pace {
+        tokio::time::sleep(download.retry.backoff.delay(resume.resumed, None)).await;
+        if let Some(pace) = &download.pace {
             pace.wait().await;
         }
         tracing::warn!(
             "{}: the download broke off after {from} of {total} bytes ({why}); asking for the rest",
-            resume.what
+            download.what
         );
-        let resp = resume
+        let resp = download
             .client
             .get_rest(
-                &resume.url,
-                resume.endpoint,
-                resume.auth,
+                &download.url,
+                download.endpoint,
+                download.auth,
                 from,
                 resume.validator.as_ref(),
             )
@@ -161,7 +151,7 @@ impl HttpBody {
             Some((start, Some(length))) if status == 206 && start == from && length == total => {
                 tracing::info!(
                     "{}: resumed at byte {from} of {total}: {from} bytes not fetched again",
-                    resume.what
+                    download.what
                 );
                 Ok(resp)
             }

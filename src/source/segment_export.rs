@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 
-use super::{HttpBody, Prepared, Source};
+use super::{Download, HttpBody, Prepared, Source};
 use crate::config::{Config, ExportScope, SegmentSettings};
 use crate::error::{Error, Result};
 use crate::http::body::read_object;
@@ -593,13 +593,15 @@ impl Source for SegmentExport {
         let resp = self.client.get_anonymous(&location, DOWNLOAD).await?;
         Ok(HttpBody::resumable(
             resp,
-            Arc::clone(&self.client),
-            location,
-            DOWNLOAD,
-            false,
-            None,
-            self.retry,
-            self.label(window),
+            Download {
+                client: Arc::clone(&self.client),
+                url: location,
+                endpoint: DOWNLOAD,
+                auth: false,
+                pace: None,
+                retry: self.retry,
+                what: self.label(window),
+            },
         ))
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use fullstory_demo::{Encoding, Fault, Route, Server, ServerOptions, gzip, synthetic_rest};
+use fullstory_demo::{Encoding, Fault, Route, Server, gzip, synthetic_rest};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -94,12 +94,7 @@ fn ids_that_are_dot_segments_never_address_another_resource() {
     rest.users[0].listed = r#"{"id":".","uid":"dot"}"#.into();
     rest.users[1].id = "..".into();
     rest.users[1].listed = r#"{"id":"..","uid":"dotdot"}"#.into();
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&["user"]))
@@ -151,12 +146,7 @@ fn a_listed_user_without_an_id_to_fetch_is_passed_over_not_fatal() {
     rest.users[0].listed = r#"{"id":"","uid":"empty"}"#.into();
     rest.users[1].listed = r#"{"id":1.5e3,"uid":"fraction"}"#.into();
     rest.users[2].listed = r#"{"uid":"none"}"#.into();
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&["user"]))
@@ -407,12 +397,7 @@ fn an_id_listed_twice_is_written_once_as_last_listed() {
         r#"{"id":"c","name":"c"}"#.into(),
         r#"{"name":"no id"}"#.into(),
     ];
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&["segments"]))
@@ -436,12 +421,7 @@ fn an_id_listed_twice_is_written_once_as_last_listed() {
     let mut rest = synthetic_rest(3, 0, 1);
     let again = rest.users[0].clone();
     rest.users.push(again);
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&["user"]))

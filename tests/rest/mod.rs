@@ -934,12 +934,7 @@ fn a_platform_with_nothing_is_no_record_and_a_missing_web_setting_still_stops() 
     rest.mobile.push(("geo".into(), vec!["{}".into()]));
     rest.mobile.push(("domain".into(), vec!["null".into()]));
     rest.mobile.push(("targeting".into(), Vec::new()));
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     let run = Tap::new()
         .config(&rest_config(&srv))
         .catalog(&select(&[

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use fullstory_demo::{BundleSpec, Encoding, Server, ServerOptions, synthetic_bundles};
+use fullstory_demo::{BundleSpec, Encoding, RestData, Server, ServerOptions, synthetic_bundles};
 use serde_json::{Value, json};
 
 /// The key the test servers expect; every test checks it never leaks.
@@ -26,6 +26,16 @@ pub fn server(bundles: Vec<BundleSpec>) -> Server {
     Server::start(ServerOptions {
         api_key: KEY.to_string(),
         bundles,
+        ..ServerOptions::default()
+    })
+    .expect("start the demo server")
+}
+
+/// A demo server holding the REST resources `rest` (and no bundles).
+pub fn rest_server(rest: RestData) -> Server {
+    Server::start(ServerOptions {
+        api_key: KEY.to_string(),
+        rest,
         ..ServerOptions::default()
     })
     .expect("start the demo server")

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use fullstory_demo::{Fault, Route, Server, ServerOptions, synthetic_rest};
+use fullstory_demo::{Fault, Route, synthetic_rest};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -191,12 +191,7 @@ fn about_declares_activate_version() {
 fn webhook_endpoints_and_operations_come_every_page_keyed_by_id() {
     let mut rest = synthetic_rest(3, 2, 2);
     rest.page_size = 2;
-    let srv = Server::start(ServerOptions {
-        api_key: KEY.to_string(),
-        rest,
-        ..ServerOptions::default()
-    })
-    .unwrap();
+    let srv = rest_server(rest);
     assert!(srv.delete_user("9007199254740995"));
     let run = Tap::new()
         .config(&rest_config(&srv))

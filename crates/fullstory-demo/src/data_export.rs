@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::time::Instant;
 
 use crate::http::Request;
-use crate::{Response, Shared, State, gzip, synth};
+use crate::{Response, Shared, State, gzip, json_text};
 
 /// How a bundle body is put on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +156,7 @@ impl Shared {
             out.push_str(r#"{"Id":"#);
             match b.id.parse::<u64>() {
                 Ok(v) if v.to_string() == b.id => out.push_str(&b.id),
-                _ => synth::escape_into(&mut out, &b.id, false, false),
+                _ => json_text::escape_into(&mut out, &b.id, false, false),
             }
             out.push_str(&format!(r#","Start":{},"Stop":{}}}"#, b.start, b.stop));
         }

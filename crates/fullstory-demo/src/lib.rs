@@ -28,6 +28,7 @@
 mod data_export;
 mod faults;
 mod http;
+mod json_text;
 mod rest;
 mod segment_export;
 mod synth;

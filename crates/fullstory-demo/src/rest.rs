@@ -5,7 +5,7 @@
 //! synthetic data that tests (and `DELETE` requests) can change while the
 //! server runs.
 
-use super::synth::escape_into;
+use super::json_text::escape_into;
 
 /// The settings paths FullStory has, under `/settings/recording/v1/`.
 pub const SETTINGS_PATHS: &[&str] = &[

@@ -8,7 +8,8 @@ use flate2::read::GzDecoder;
 use serde_json::Value;
 
 use super::http::percent_decode;
-use super::synth::{ID_MAX, escape_into, percent_encode};
+use super::json_text::{escape_into, percent_encode};
+use super::synth::ID_MAX;
 use super::*;
 
 const KEY: &str = "test-key";

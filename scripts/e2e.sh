@@ -448,12 +448,15 @@ differ=$(sql "select count(*) from ((select $cols from load_records.events excep
 [ "$differ" = 0 ] || fail "RECORD and BATCH loads differ in $differ rows"
 say "   $load_total events: RECORD load ${load_secs[records]} s, BATCH load ${load_secs[batch]} s, same rows"
 
-say "10. meltano run with batch_config into target-postgres, twice"
-project10="$run/meltano-batch"
-rm -rf "$project10" "$run/batch10" && mkdir -p "$project10" "$run/batch10"
-"$py" - "$example" "$project10/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
+# A Meltano project in directory $1 from the meltano.yml $3 (default: the
+# example with `executable: tap-fullstory`), pointed at the demo server, whose
+# target-postgres (the e2e venv's) loads into schema $2 of the PostgreSQL
+# started in step 5.
+postgres_project() {
+  rm -rf "$1" && mkdir -p "$1"
+  "$py" - "${3:-$example}" "$1/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" "$2" <<'PY'
 import sys
-src, dst, port, target, pgport = sys.argv[1:]
+src, dst, port, target, pgport, schema = sys.argv[1:]
 text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
 loader = f"""  - name: target-postgres
     namespace: target_postgres
@@ -464,11 +467,17 @@ loader = f"""  - name: target-postgres
       user: postgres
       password: unused
       database: postgres
-      default_target_schema: meltano_batch
+      default_target_schema: {schema}
 """
 text = text.replace("  loaders:\n", "  loaders:\n" + loader, 1)
 open(dst, "w").write(text)
 PY
+}
+
+say "10. meltano run with batch_config into target-postgres, twice"
+project10="$run/meltano-batch"
+rm -rf "$run/batch10" && mkdir -p "$run/batch10"
+postgres_project "$project10" meltano_batch
 grep -q "name: batch_config" "$project10/meltano.yml" || fail "examples/meltano.yml does not declare batch_config"
 (
   cd "$project10"
@@ -489,25 +498,7 @@ say "   $total events through Meltano as $files BATCH files, once each; the seco
 
 say "11. custom property columns: meltano run into target-postgres, twice; types and values"
 project11="$run/meltano-props"
-rm -rf "$project11" && mkdir -p "$project11"
-"$py" - "$example" "$project11/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" <<'PY'
-import sys
-src, dst, port, target, pgport = sys.argv[1:]
-text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
-loader = f"""  - name: target-postgres
-    namespace: target_postgres
-    executable: {target}
-    config:
-      host: 127.0.0.1
-      port: {pgport}
-      user: postgres
-      password: unused
-      database: postgres
-      default_target_schema: meltano_props
-"""
-text = text.replace("  loaders:\n", "  loaders:\n" + loader, 1)
-open(dst, "w").write(text)
-PY
+postgres_project "$project11" meltano_props
 columns11() { sql "select column_name || ' ' || udt_name from information_schema.columns where table_schema = 'meltano_props' and table_name = 'events' order by 1"; }
 (
   cd "$project11"
@@ -680,29 +671,17 @@ listing=$("$py" -m zipfile -l "$wheel")
 grep -q 'tap_fullstory-[^/]*\.data/scripts/tap-fullstory ' <<<"$listing" \
   || fail "the wheel holds no tap-fullstory script: $listing"
 project13="$run/meltano-wheel"
-rm -rf "$project13" && mkdir -p "$project13"
 gone_user=9007199254740999 gone_segment=seg-5
-"$py" - examples/meltano.yml "$project13/meltano.yml" "$port" "$work/venv-postgres/bin/target-postgres" "$pgport" "$wheel" <<'PY'
+postgres_project "$project13" meltano_wheel examples/meltano.yml
+"$py" - "$project13/meltano.yml" "$wheel" <<'PY'
 import sys
-src, dst, port, target, pgport, wheel = sys.argv[1:]
-text = open(src).read().replace("http://127.0.0.1:8765", f"http://127.0.0.1:{port}")
+path, wheel = sys.argv[1:]
+text = open(path).read()
 if "    pip_url: ..\n" not in text or "executable: tap-fullstory" in text:
     sys.exit("examples/meltano.yml: the tap should have `pip_url: ..` and no executable")
 text = text.replace("    pip_url: ..\n", f"    pip_url: {wheel}\n")
 text = text.replace("    select:\n    - events.*\n", "    select:\n    - users.*\n    - segments.*\n")
-loader = f"""  - name: target-postgres
-    namespace: target_postgres
-    executable: {target}
-    config:
-      host: 127.0.0.1
-      port: {pgport}
-      user: postgres
-      password: unused
-      database: postgres
-      default_target_schema: meltano_wheel
-"""
-text = text.replace("  loaders:\n", "  loaders:\n" + loader, 1)
-open(dst, "w").write(text)
+open(path, "w").write(text)
 PY
 grep -q -- '- segments\.\*' "$project13/meltano.yml" || fail "step 13: could not select users and segments"
 (
